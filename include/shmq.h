@@ -1,0 +1,428 @@
+/*
+ * shmq.h - a message queue for the processes of one Linux host.
+ *
+ * This header is the user's manual.  Every call says what it takes, what it
+ * returns, how long returned pointers stay valid, whether it blocks and what
+ * it is safe to do from several threads.
+ *
+ * Concepts
+ * --------
+ * namespace  one shmqd and its data directory.  shmq_open() names it.
+ * topic      a named stream of messages split into P partitions.  Topics are
+ *            created by shmqd (shmq_topic_create asks it over its socket).
+ * partition  an ordered log whose newest window lives in a ring in POSIX
+ *            shared memory.  Producers and consumers attach to the ring and
+ *            move messages with no system call and no daemon on the path.
+ * offset     a 64-bit byte position in the partition's log.  Offsets are
+ *            unique and strictly increasing in publication order but not
+ *            dense: the next message's offset is this one's offset plus the
+ *            size of its frame (header, key and value, aligned), and padding
+ *            frames may lie between two messages.  An offset is only
+ *            meaningful if shmq returned it (shmq_msg.offset, next_offset,
+ *            shmq_claim.offset, or shmq_topic_stat).
+ * group      a named consumer group.  Every group receives every message
+ *            published after it starts.  Members of one group share the work:
+ *            each message goes to exactly one member.
+ *
+ * Errors
+ * ------
+ * Calls returning int give 0 (or a non-negative count) on success and a
+ * negative value on failure: -errno for system conditions, or one of the
+ * SHMQ_E* codes below -4000.  shmq_strerror() names every value.  "Full"
+ * and "empty" are ordinary results (-EAGAIN), never logged.  The library
+ * never prints, exits or aborts on a runtime condition.  Cold paths (open,
+ * attach, create) leave a human-readable detail in shmq_errdetail().
+ *
+ * Threads
+ * -------
+ * A shmq_client_t may be shared by threads for the topic calls.  Producer
+ * and consumer handles are not thread-safe: give each thread its own (they
+ * are cheap; any number of them may publish into one partition at once).
+ */
+#ifndef SHMQ_H
+#define SHMQ_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define SHMQ_API __attribute__((visibility("default")))
+#else
+#define SHMQ_API
+#endif
+
+#define SHMQ_VERSION_MAJOR 0
+#define SHMQ_VERSION_MINOR 1
+
+/* Library-only error codes.  All are below SHMQ_EBASE. */
+#define SHMQ_EBASE	(-4000)
+#define SHMQ_EMAGIC	(-4001) /* not a shmq segment */
+#define SHMQ_EVERSION	(-4002) /* segment written by another layout version */
+#define SHMQ_ELAYOUT	(-4003) /* layout signature differs (other build/ABI) */
+#define SHMQ_ESIZE	(-4004) /* segment sizes are inconsistent */
+#define SHMQ_ENOTREADY	(-4005) /* segment not (yet) initialised by shmqd */
+#define SHMQ_ECORRUPT	(-4006) /* a value in shared memory failed a check */
+#define SHMQ_EREVOKED	(-4007) /* claim was padded over by shmqd (stalled) */
+#define SHMQ_ETOOBIG	(-4008) /* message larger than the topic's maximum */
+#define SHMQ_EGONE	(-4009) /* offset is no longer retained */
+#define SHMQ_EDELETED	(-4010) /* the topic was deleted */
+#define SHMQ_ENODAEMON	(-4011) /* shmqd is not running for this directory */
+#define SHMQ_EFOREIGN	(-4012) /* segment owner or mode is not acceptable */
+#define SHMQ_EPROTO	(-4013) /* control protocol mismatch with shmqd */
+#define SHMQ_ELAST	(-4013)
+
+/* Limits. */
+#define SHMQ_NAME_MAX		64	/* topic and group names, bytes */
+#define SHMQ_MAX_PARTITIONS	256
+#define SHMQ_MAX_GROUPS		32	/* groups per topic */
+#define SHMQ_MAX_MEMBERS	64	/* consumer handles per topic */
+#define SHMQ_MAX_PRODUCERS	128	/* producer handles per topic */
+#define SHMQ_RING_MIN		(64u << 10)	/* 64 KiB */
+#define SHMQ_RING_MAX		(1ull << 32)	/* 4 GiB */
+#define SHMQ_KEY_MAX		65535u
+
+/* Special partition argument: choose from the key, or round-robin. */
+#define SHMQ_PARTITION_ANY	(-1)
+
+/*
+ * Return a static, human-readable string for any value returned by this
+ * library (0, -errno, SHMQ_E*).  Never NULL.  Thread-safe.
+ */
+SHMQ_API const char *shmq_strerror(int err);
+
+/*
+ * Return the detail of the last failed cold-path call (open, attach, create,
+ * delete, stat) in this thread, or "" if there is none.  Valid until the next
+ * shmq call in the same thread.
+ */
+SHMQ_API const char *shmq_errdetail(void);
+
+/*
+ * The documented partition hash: FNV-1a (64-bit) of the key bytes, modulo
+ * the partition count.  The same key always maps to the same partition of a
+ * topic with a given partition count.  Exposed so that other programs can
+ * predict placement.  partitions must be > 0.
+ */
+SHMQ_API uint32_t shmq_key_partition(const void *key, size_t key_len,
+				     uint32_t partitions);
+
+/* ------------------------------------------------------------------------
+ * Clients
+ */
+
+typedef struct shmq_client shmq_client_t;
+
+struct shmq_open_opts {
+	size_t size;	/* sizeof(struct shmq_open_opts) */
+	unsigned flags; /* reserved, 0 */
+};
+#define SHMQ_OPEN_OPTS_INIT { .size = sizeof(struct shmq_open_opts) }
+
+/*
+ * Open a client of the namespace served from data directory dir.  The
+ * directory must exist (shmqd creates it).  shmqd need not be running: topic
+ * lookups read the directory, and only topic creation and deletion need the
+ * daemon.  opts may be NULL.
+ *
+ * Returns 0 and sets *out, or -ENOENT (no such directory), -ENOMEM, -EINVAL.
+ * Thread-safe.  Close with shmq_close(); every producer and consumer opened
+ * from the client must be closed first.
+ */
+SHMQ_API int shmq_open(const char *dir, const struct shmq_open_opts *opts,
+		       shmq_client_t **out);
+
+/* Close a client.  shmq_close(NULL) is a no-op. */
+SHMQ_API void shmq_close(shmq_client_t *client);
+
+/* ------------------------------------------------------------------------
+ * Topics
+ */
+
+enum shmq_full_policy {
+	SHMQ_FULL_BLOCK = 1, /* producers wait (futex, with a timeout) */
+	SHMQ_FULL_FAIL = 2,  /* producers get -EAGAIN at once */
+};
+
+struct shmq_topic_opts {
+	size_t size;		  /* sizeof(struct shmq_topic_opts) */
+	uint32_t partitions;	  /* 1 .. SHMQ_MAX_PARTITIONS, default 1 */
+	uint64_t ring_bytes;	  /* power of two, SHMQ_RING_MIN .. MAX, default 1 MiB */
+	uint32_t max_message;	  /* largest key+value, default ring_bytes/4, at most ring_bytes/2 */
+	int full_policy;	  /* enum shmq_full_policy, default BLOCK */
+	int numa_node;		  /* bind the rings to this node, -1 = none */
+	uint32_t mode;		  /* segment permission bits, default 0600 */
+	uint32_t stall_timeout_ms; /* pad over a live producer stuck in a claim, default 10000 */
+};
+#define SHMQ_TOPIC_OPTS_INIT                                                   \
+	{ .size = sizeof(struct shmq_topic_opts), .partitions = 1,             \
+	  .ring_bytes = 1u << 20, .max_message = 0,                             \
+	  .full_policy = SHMQ_FULL_BLOCK, .numa_node = -1, .mode = 0600,        \
+	  .stall_timeout_ms = 10000 }
+
+/*
+ * Ask shmqd to create a topic.  Names are 1..SHMQ_NAME_MAX bytes of
+ * [A-Za-z0-9._-] and do not start with '.'.  The shared memory is allocated
+ * in full before this returns, so a full /dev/shm is -ENOSPC here rather
+ * than a SIGBUS later.  opts may be NULL for the defaults.
+ *
+ * Returns 0, -EEXIST (a topic of that name exists), -EINVAL (bad name or
+ * option), -ENOSPC, SHMQ_ENODAEMON (no shmqd), -EACCES (shmqd refused our
+ * credentials), or another -errno.  Blocks for a round trip to shmqd.
+ */
+SHMQ_API int shmq_topic_create(shmq_client_t *client, const char *name,
+			       const struct shmq_topic_opts *opts);
+
+/*
+ * Ask shmqd to delete a topic.  Attached producers and consumers keep their
+ * mappings; their next call returns SHMQ_EDELETED.
+ * Returns 0, -ENOENT, SHMQ_ENODAEMON, -EACCES.
+ */
+SHMQ_API int shmq_topic_delete(shmq_client_t *client, const char *name);
+
+/*
+ * Call fn(name, arg) for each topic of the namespace, in name order.  Stops
+ * early and returns fn's value if fn returns non-zero.  Reads the data
+ * directory; works without shmqd.  Returns 0 or -errno.
+ */
+SHMQ_API int shmq_topic_list(shmq_client_t *client,
+			     int (*fn)(const char *name, void *arg), void *arg);
+
+struct shmq_partition_stat {
+	uint64_t first_offset; /* oldest offset still readable in the ring */
+	uint64_t next_offset;  /* offset the next claim will get */
+	uint64_t used_bytes;   /* next_offset - oldest byte held by a group */
+	int error;	       /* 0, or SHMQ_ECORRUPT when its header is bad */
+};
+
+struct shmq_group_partition_stat {
+	uint64_t next;	    /* next offset to hand out */
+	uint64_t committed; /* last committed offset (next to process) */
+	uint64_t lag_bytes; /* partition next_offset - group next */
+};
+
+struct shmq_group_stat {
+	char name[SHMQ_NAME_MAX + 1];
+	uint32_t members; /* live consumer handles in the group */
+	struct shmq_group_partition_stat *partitions; /* [partition_count] */
+};
+
+struct shmq_topic_stat {
+	char name[SHMQ_NAME_MAX + 1];
+	uint32_t partition_count;
+	uint64_t ring_bytes;
+	uint32_t max_message;
+	int full_policy;
+	int numa_node;
+	uint32_t producers; /* attached producer handles */
+	struct shmq_partition_stat *partitions; /* [partition_count] */
+	uint32_t group_count;
+	struct shmq_group_stat *groups; /* [group_count] */
+};
+
+/*
+ * Take a consistent-enough snapshot of a topic's counters (each counter is
+ * read atomically; the set is not a single atomic snapshot).  Works without
+ * shmqd.  On success *out is allocated; free it with shmq_topic_stat_free().
+ * Returns 0, -ENOENT, -ENOMEM, or an attach error (SHMQ_EMAGIC ...).
+ */
+SHMQ_API int shmq_topic_stat(shmq_client_t *client, const char *name,
+			     struct shmq_topic_stat **out);
+SHMQ_API void shmq_topic_stat_free(struct shmq_topic_stat *st);
+
+/* ------------------------------------------------------------------------
+ * Producers
+ */
+
+typedef struct shmq_producer shmq_producer_t;
+
+struct shmq_producer_opts {
+	size_t size;	/* sizeof(struct shmq_producer_opts) */
+	unsigned flags; /* SHMQ_PRODUCER_BUSY_WAIT: spin instead of sleeping when full */
+};
+#define SHMQ_PRODUCER_BUSY_WAIT 0x1u
+#define SHMQ_PRODUCER_OPTS_INIT { .size = sizeof(struct shmq_producer_opts) }
+
+/*
+ * Attach a producer to a topic.  Returns 0 and sets *out, -ENOENT (no such
+ * topic), -EMFILE (all SHMQ_MAX_PRODUCERS slots of the topic are taken), an
+ * attach error (SHMQ_EMAGIC, SHMQ_EVERSION, SHMQ_ELAYOUT, SHMQ_ESIZE,
+ * SHMQ_EFOREIGN, SHMQ_ENOTREADY) or -errno.  The handle must be used by one
+ * thread at a time.
+ */
+SHMQ_API int shmq_producer_open(shmq_client_t *client, const char *topic,
+				const struct shmq_producer_opts *opts,
+				shmq_producer_t **out);
+
+/*
+ * Detach.  An outstanding claim is aborted first.  NULL is a no-op.
+ */
+SHMQ_API void shmq_producer_close(shmq_producer_t *producer);
+
+/*
+ * Publish a copy of one message.  partition is an explicit partition number
+ * or SHMQ_PARTITION_ANY: then the key's hash chooses (shmq_key_partition),
+ * or round-robin for an empty key.  key may be NULL when key_len is 0, as
+ * may value when value_len is 0.
+ *
+ * timeout_ms applies when the ring is full and the topic's policy is BLOCK:
+ * 0 = do not wait, -1 = wait for ever, otherwise milliseconds.  A topic with
+ * the FAIL policy returns -EAGAIN at once.
+ *
+ * Returns the partition number (>= 0) and stores the message's offset in
+ * *offset if offset is not NULL.  Errors: -EAGAIN (full), -EINVAL (bad
+ * partition), SHMQ_ETOOBIG, SHMQ_EDELETED, SHMQ_ECORRUPT (the partition's
+ * shared state failed a check), -EBUSY (a claim is outstanding).
+ *
+ * Ordering: the message is visible to consumers when this returns
+ * (release ordering on its frame's commit word), and is ordered after every
+ * message this handle published before it into the same partition.
+ */
+SHMQ_API int shmq_send(shmq_producer_t *producer, int partition,
+		       const void *key, size_t key_len, const void *value,
+		       size_t value_len, int timeout_ms, uint64_t *offset);
+
+/* A claimed message, to be filled in place. */
+struct shmq_claim {
+	void *value;	    /* value_len writable bytes in the ring */
+	size_t value_len;
+	uint32_t partition;
+	uint64_t offset;
+};
+
+/*
+ * Reserve room for one message and return where to write its value (zero
+ * copy).  The key is copied now.  Publish with shmq_producer_commit() or
+ * withdraw with shmq_producer_abort(); one claim may be outstanding per
+ * handle.  partition and timeout_ms are as for shmq_send().  claim->value
+ * stays valid until commit or abort.  Until then, readers of the partition
+ * wait at this message: commit promptly.  A claim held longer than the
+ * topic's stall timeout is padded over by shmqd and its commit fails with
+ * SHMQ_EREVOKED.
+ *
+ * Returns the partition (>= 0) or the errors of shmq_send().
+ */
+SHMQ_API int shmq_producer_claim(shmq_producer_t *producer, int partition,
+				 const void *key, size_t key_len,
+				 size_t value_len, int timeout_ms,
+				 struct shmq_claim *claim);
+
+/*
+ * Publish the outstanding claim.  Returns 0, -EINVAL (no claim), or
+ * SHMQ_EREVOKED (shmqd padded the claim over because it stalled; the
+ * message is not published and readers never see it).
+ */
+SHMQ_API int shmq_producer_commit(shmq_producer_t *producer);
+
+/*
+ * Withdraw the outstanding claim: its space becomes padding that readers
+ * skip.  Returns 0 or -EINVAL (no claim).  Revoked claims return 0 too.
+ */
+SHMQ_API int shmq_producer_abort(shmq_producer_t *producer);
+
+/* ------------------------------------------------------------------------
+ * Consumers
+ */
+
+typedef struct shmq_consumer shmq_consumer_t;
+
+enum shmq_from {
+	SHMQ_FROM_COMMITTED = 0, /* the group's position (its committed offset
+				  * if no member is live), else earliest */
+	SHMQ_FROM_EARLIEST = 1,	 /* the oldest message still readable */
+	SHMQ_FROM_LATEST = 2,	 /* only messages published from now on */
+	SHMQ_FROM_OFFSET = 3,	 /* opts.offset, in every partition */
+};
+
+struct shmq_consumer_opts {
+	size_t size;	/* sizeof(struct shmq_consumer_opts) */
+	int from;	/* enum shmq_from; applies when the group has no live member */
+	uint64_t offset; /* with SHMQ_FROM_OFFSET */
+	unsigned flags; /* SHMQ_CONSUMER_BUSY_POLL: spin, never sleep */
+};
+#define SHMQ_CONSUMER_BUSY_POLL 0x1u
+#define SHMQ_CONSUMER_OPTS_INIT                                                \
+	{ .size = sizeof(struct shmq_consumer_opts), .from = SHMQ_FROM_COMMITTED }
+
+/*
+ * Join group `group` of `topic` (creating the group on first use).
+ * When the group has no live member, its position in every partition is
+ * set from opts->from; otherwise the new member shares the group's current
+ * position.  opts may be NULL.
+ *
+ * Returns 0 and sets *out, -ENOENT (no topic), -EINVAL (bad name), -EMFILE
+ * (no free group or member slot), SHMQ_EGONE (SHMQ_FROM_OFFSET older than
+ * the ring holds), or an attach error.  One thread at a time per handle.
+ */
+SHMQ_API int shmq_consumer_open(shmq_client_t *client, const char *topic,
+				const char *group,
+				const struct shmq_consumer_opts *opts,
+				shmq_consumer_t **out);
+
+/* Leave the group; releases a held message.  NULL is a no-op. */
+SHMQ_API void shmq_consumer_close(shmq_consumer_t *consumer);
+
+/* A received message: a view into the ring. */
+struct shmq_msg {
+	const void *key;
+	size_t key_len;
+	const void *value;
+	size_t value_len;
+	uint64_t offset;      /* this message's offset */
+	uint64_t next_offset; /* the offset after it in its partition */
+	uint64_t timestamp_ns; /* CLOCK_REALTIME at publication */
+	uint32_t partition;
+};
+
+/*
+ * Take the next message for this member from any partition of the topic.
+ * The previously returned message, if still held, is released first.  The
+ * view in *msg (key, value) stays valid, and its bytes unchanged, until
+ * shmq_consumer_release(), the next poll, or close: the ring space is not
+ * reused while it is held.
+ *
+ * timeout_ms: 0 = return at once, -1 = wait for ever, else milliseconds.
+ * Waiting spins briefly and then sleeps on a futex in shared memory, so an
+ * idle consumer uses no CPU; SHMQ_CONSUMER_BUSY_POLL never sleeps.
+ *
+ * Returns 0 and fills *msg, -EAGAIN (nothing within the timeout),
+ * SHMQ_EDELETED, or SHMQ_ECORRUPT with msg->partition set to the partition
+ * whose shared state failed a check (that partition is then skipped by this
+ * handle).  Messages of one partition come in offset order.
+ */
+SHMQ_API int shmq_consumer_poll(shmq_consumer_t *consumer,
+				struct shmq_msg *msg, int timeout_ms);
+
+/* Release the held message, if any.  Never blocks. */
+SHMQ_API void shmq_consumer_release(shmq_consumer_t *consumer);
+
+/*
+ * Commit the group's progress: for each partition, the offset below which
+ * every message has been handed to a member of the group and released.
+ * A later member opening with SHMQ_FROM_COMMITTED, after every member has
+ * left, resumes there.  Returns 0 or SHMQ_EDELETED.
+ */
+SHMQ_API int shmq_consumer_commit(shmq_consumer_t *consumer);
+
+/* Seek targets besides explicit offsets. */
+#define SHMQ_OFFSET_EARLIEST UINT64_MAX
+#define SHMQ_OFFSET_LATEST   (UINT64_MAX - 1)
+
+/*
+ * Move the group's position in one partition to offset (an offset shmq
+ * returned, or SHMQ_OFFSET_EARLIEST / SHMQ_OFFSET_LATEST).  The group's
+ * other members follow the new position too.  Releases a held message.
+ * Returns 0, -EINVAL (bad partition or not a message boundary),
+ * SHMQ_EGONE (no longer in the ring), SHMQ_EDELETED.
+ */
+SHMQ_API int shmq_consumer_seek(shmq_consumer_t *consumer, uint32_t partition,
+				uint64_t offset);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SHMQ_H */

@@ -1,0 +1,217 @@
+/*
+ * layout.h - the shared-memory ABI of a topic segment.
+ *
+ * Every struct that lives in shared memory is here, and nothing else.  A
+ * change to anything in this file bumps SHMQ_LAYOUT_VERSION; the layout
+ * signature (shmq__layout_signature) also changes with any size or offset,
+ * so two builds that disagree refuse each other's segments.
+ *
+ * One POSIX shared-memory object per topic, named by the namespace and the
+ * topic (see segment.c).  All values are little-endian host integers; the
+ * segment never holds a pointer, only offsets and lengths.
+ *
+ *   offset 0        +--------------------------------------------+
+ *                   | struct shmq_seg_header         (4 KiB)     |
+ *                   |   identity (magic, version, signature,     |
+ *                   |   geometry), ready word, wait words,       |
+ *                   |   registration mutex                       |
+ *   SHMQ_GROUPS_OFF +--------------------------------------------+
+ *                   | struct shmq_group_slot  [SHMQ_MAX_GROUPS]  |
+ *   SHMQ_PRODUCERS_OFF -----------------------------------------+
+ *                   | struct shmq_producer_slot [MAX_PRODUCERS]  |
+ *   SHMQ_MEMBERS_OFF +-------------------------------------------+
+ *                   | struct shmq_member_slot [SHMQ_MAX_MEMBERS] |
+ *   SHMQ_PARTS_OFF  +--------------------------------------------+
+ *                   | struct shmq_part_header [partitions]       |
+ *                   |   head (producers) | tail (producers)      |
+ *                   |   cursor per group (members)               |
+ *                   |   hold per member  (members)               |
+ *   rings_off       +--------------------------------------------+
+ *                   | ring 0: ring_bytes of frames               |
+ *                   | ring 1 ...                                 |
+ *                   +--------------------------------------------+
+ *
+ * A ring holds frames back to back.  A frame never crosses the end of the
+ * ring: a producer whose frame would not fit claims the rest of the ring as
+ * a padding frame as well.
+ *
+ *   frame at log position pos, stored at ring[pos & (ring_bytes - 1)]:
+ *   +-------+------+---------+-------+-----------+-----+--------------+
+ *   | seal  | size | key_len | flags | value_len | crc | timestamp_ns |  32 B
+ *   +-------+------+---------+-------+-----------+-----+--------------+
+ *   | key (key_len bytes) | value (value_len bytes) | zero to align  |
+ *   +-------------------------------------------------------------------+
+ *
+ * The seal is what makes a frame readable.  It is written last, with
+ * release ordering, as pos | SHMQ_SEAL_COMMITTED (| SHMQ_SEAL_PAD for
+ * padding).  A frame left by an earlier lap carries an older position, and
+ * a frame being written carries no COMMITTED bit for this position, so a
+ * reader tells the three apart by comparing the seal with the position it
+ * expects.  The protocol is described in ring.c.
+ */
+#ifndef SHMQ_LAYOUT_H
+#define SHMQ_LAYOUT_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "shmq.h"
+
+#define SHMQ_LAYOUT_VERSION 1u
+#define SHMQ_SEG_MAGIC	    0x31676573716d6873ull /* "shmqseg1" */
+#define SHMQ_SEG_READY	    0x59444145u		  /* "EADY" */
+
+#define SHMQ_CACHELINE 64u
+#define SHMQ_PAGE      4096u
+
+/* Frames. */
+#define SHMQ_FRAME_ALIGN	32u
+#define SHMQ_FRAME_HEADER	32u
+#define SHMQ_SEAL_COMMITTED	0x1ull
+#define SHMQ_SEAL_PAD		0x2ull
+#define SHMQ_SEAL_FLAGS		(SHMQ_FRAME_ALIGN - 1ull)
+
+struct shmq_frame {
+	uint64_t seal;	       /* pos | COMMITTED [| PAD]; written last */
+	uint32_t size;	       /* whole frame with header, multiple of 32 */
+	uint16_t key_len;
+	uint16_t flags;	       /* reserved, 0 */
+	uint32_t value_len;
+	uint32_t crc;	       /* CRC32C of key and value once spilled, else 0 */
+	uint64_t timestamp_ns; /* CLOCK_REALTIME at publication */
+};
+_Static_assert(sizeof(struct shmq_frame) == SHMQ_FRAME_HEADER, "frame header");
+_Static_assert(offsetof(struct shmq_frame, seal) == 0, "seal first");
+_Static_assert(offsetof(struct shmq_frame, size) == 8, "size");
+_Static_assert(offsetof(struct shmq_frame, timestamp_ns) == 24, "timestamp");
+
+/* A position no frame has: "no claim", "no hold". */
+#define SHMQ_POS_NONE UINT64_MAX
+
+/* Segment header. */
+struct shmq_seg_header {
+	/* Identity: written once by shmqd before ready, then read-only. */
+	uint64_t magic;
+	uint32_t version;
+	uint32_t header_bytes;
+	uint64_t signature;
+	uint64_t total_bytes;
+	uint64_t ring_bytes;
+	uint64_t parts_off;
+	uint64_t rings_off;
+	uint64_t topic_id;
+	uint64_t created_ns;
+	uint32_t partitions;
+	uint32_t max_message;
+	uint32_t full_policy;
+	int32_t numa_node;
+	uint32_t stall_timeout_ms;
+	uint32_t owner_uid;
+	char name[SHMQ_NAME_MAX + 8];
+
+	/* State. */
+	uint32_t ready __attribute__((aligned(SHMQ_CACHELINE)));
+	uint32_t deleted;     /* set by shmqd before unlink */
+	uint32_t revoked;     /* claims padded over while their producer lives */
+	uint32_t daemon_pid;  /* shmqd that last adopted the segment */
+
+	/* Consumers waiting for data: producers bump data_seq. */
+	uint32_t data_seq __attribute__((aligned(SHMQ_CACHELINE)));
+	uint32_t data_waiters;
+
+	/* Producers waiting for space: consumers bump space_seq. */
+	uint32_t space_seq __attribute__((aligned(SHMQ_CACHELINE)));
+	uint32_t space_waiters;
+
+	/* Guards group creation and member registration (cold path only). */
+	pthread_mutex_t lock __attribute__((aligned(SHMQ_CACHELINE)));
+};
+_Static_assert(sizeof(struct shmq_seg_header) <= SHMQ_PAGE, "header fits a page");
+_Static_assert(offsetof(struct shmq_seg_header, magic) == 0, "magic first");
+
+/* Consumer groups. */
+enum shmq_group_state { SHMQ_GROUP_FREE = 0, SHMQ_GROUP_ACTIVE = 1 };
+
+struct shmq_group_slot {
+	uint32_t state; /* enum shmq_group_state; ACTIVE stored last */
+	uint32_t mode;	/* reserved for group modes, 0 = shared */
+	uint64_t created_ns;
+	char name[SHMQ_NAME_MAX + 8];
+	uint8_t reserved[128 - 16 - (SHMQ_NAME_MAX + 8)];
+};
+_Static_assert(sizeof(struct shmq_group_slot) == 128, "group slot");
+
+/*
+ * Identity of an attached process: pid and its start time in clock ticks
+ * since boot (/proc/PID/stat field 22), which tells a recycled pid apart.
+ */
+struct shmq_owner {
+	uint32_t pid; /* 0 = slot free */
+	uint32_t reserved;
+	uint64_t start_ticks;
+};
+
+/* One per producer handle. */
+struct shmq_producer_slot {
+	struct shmq_owner owner;
+	uint64_t claim_pos;  /* start of the outstanding claim, or POS_NONE */
+	uint32_t claim_len;  /* bytes claimed, wrap padding included */
+	uint32_t claim_part; /* its partition */
+	uint64_t revoked_pos; /* set by shmqd when it padded the claim over */
+	uint8_t reserved[64 - 40];
+};
+_Static_assert(sizeof(struct shmq_producer_slot) == 64, "producer slot");
+
+/* One per consumer handle. */
+struct shmq_member_slot {
+	struct shmq_owner owner;
+	uint32_t group; /* index into the group table */
+	uint32_t reserved0;
+	uint8_t reserved[64 - 24];
+};
+_Static_assert(sizeof(struct shmq_member_slot) == 64, "member slot");
+
+/* A group's position in one partition.  Written by the group's members. */
+struct shmq_cursor {
+	uint64_t next;	    /* next position to hand out (members CAS it) */
+	uint64_t committed; /* committed position */
+	uint8_t reserved[SHMQ_CACHELINE - 16];
+};
+_Static_assert(sizeof(struct shmq_cursor) == SHMQ_CACHELINE, "cursor");
+
+struct shmq_part_header {
+	/* Producers: CAS to claim [head, head + len). */
+	uint64_t head __attribute__((aligned(SHMQ_CACHELINE)));
+	/* Producers: oldest position still intact (frames below are reused). */
+	uint64_t tail __attribute__((aligned(SHMQ_CACHELINE)));
+	uint8_t reserved0[SHMQ_CACHELINE] __attribute__((aligned(SHMQ_CACHELINE)));
+	uint8_t reserved1[SHMQ_CACHELINE];
+	struct shmq_cursor cursor[SHMQ_MAX_GROUPS];
+	/* hold[m]: member m may be reading the frame at this position. */
+	uint64_t hold[SHMQ_MAX_MEMBERS];
+	uint8_t reserved2[SHMQ_PAGE - 256 - SHMQ_MAX_GROUPS * SHMQ_CACHELINE -
+			  SHMQ_MAX_MEMBERS * 8];
+};
+_Static_assert(sizeof(struct shmq_part_header) == SHMQ_PAGE, "partition header");
+_Static_assert(offsetof(struct shmq_part_header, tail) == 64, "tail line");
+_Static_assert(offsetof(struct shmq_part_header, cursor) == 256, "cursors");
+
+#define SHMQ_GROUPS_OFF	   ((uint64_t)SHMQ_PAGE)
+#define SHMQ_PRODUCERS_OFF (SHMQ_GROUPS_OFF + SHMQ_MAX_GROUPS * sizeof(struct shmq_group_slot))
+#define SHMQ_MEMBERS_OFF   (SHMQ_PRODUCERS_OFF + SHMQ_MAX_PRODUCERS * sizeof(struct shmq_producer_slot))
+#define SHMQ_PARTS_OFF	   (SHMQ_MEMBERS_OFF + SHMQ_MAX_MEMBERS * sizeof(struct shmq_member_slot))
+_Static_assert(SHMQ_PARTS_OFF % SHMQ_PAGE == 0, "partition table page aligned");
+
+/* Offset of the rings for a topic of p partitions. */
+static inline uint64_t shmq__rings_off(uint32_t p)
+{
+	return SHMQ_PARTS_OFF + (uint64_t)p * sizeof(struct shmq_part_header);
+}
+
+static inline uint64_t shmq__segment_bytes(uint32_t p, uint64_t ring_bytes)
+{
+	return shmq__rings_off(p) + (uint64_t)p * ring_bytes;
+}
+
+#endif /* SHMQ_LAYOUT_H */

@@ -1,0 +1,340 @@
+/*
+ * shmq_int.h - private declarations shared by libshmq's modules, shmqd and
+ * the tests.  Nothing here is installed or exported: internal non-static
+ * functions are shmq__<module>_<verb> and hidden by -fvisibility=hidden.
+ * shmqd and the tests link the static library, so they can call them.
+ */
+#ifndef SHMQ_INT_H
+#define SHMQ_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "layout.h"
+#include "shmq.h"
+
+#define SHMQ_HIDDEN __attribute__((visibility("hidden")))
+
+/* ------------------------------------------------------------------------
+ * util.c: errors, detail strings, clocks, hashing, process identity
+ */
+
+/* Set the thread-local detail string (cold paths only).  Returns err. */
+int shmq__fail(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void shmq__clear_detail(void);
+
+uint64_t shmq__now_ns(void);	  /* CLOCK_REALTIME */
+uint64_t shmq__mono_ns(void);	  /* CLOCK_MONOTONIC */
+uint64_t shmq__fnv1a64(const void *p, size_t n, uint64_t h);
+#define SHMQ_FNV_BASIS 0xcbf29ce484222325ull
+
+/* Start time of pid in clock ticks (field 22 of /proc/PID/stat), 0 if gone. */
+uint64_t shmq__proc_start_ticks(pid_t pid);
+
+/*
+ * Is the process named by owner alive (not gone, not a zombie, and the same
+ * process, not a recycled pid)?  Reads /proc; cold path.
+ */
+bool shmq__owner_alive(const struct shmq_owner *owner);
+
+/* This process's identity, computed once per process (and after fork). */
+void shmq__owner_self(struct shmq_owner *out);
+
+/* Topic and group names: 1..SHMQ_NAME_MAX of [A-Za-z0-9._-], no leading '.'. */
+bool shmq__name_valid(const char *name);
+
+/* ------------------------------------------------------------------------
+ * segment.c: naming, creating, attaching and validating topic segments
+ */
+
+/* Geometry of a topic, validated and copied out of shared memory. */
+struct shmq_geometry {
+	uint32_t partitions;
+	uint64_t ring_bytes;
+	uint32_t max_message;
+	uint32_t full_policy;
+	int32_t numa_node;
+	uint32_t stall_timeout_ms;
+	uint64_t topic_id;
+	uint64_t total_bytes;
+	uint64_t rings_off;
+};
+
+/* An attached topic segment.  Geometry is a private copy, never re-read. */
+struct shmq_map {
+	uint8_t *base;
+	size_t bytes;
+	struct shmq_seg_header *hdr;
+	struct shmq_geometry geo;
+	uint64_t mask; /* ring_bytes - 1 */
+	char name[SHMQ_NAME_MAX + 1];
+};
+
+/* Parameters of a topic as shmqd keeps them (topics/NAME.topic). */
+struct shmq_topic_params {
+	uint32_t partitions;
+	uint64_t ring_bytes;
+	uint32_t max_message;
+	uint32_t full_policy;
+	int32_t numa_node;
+	uint32_t mode;
+	uint32_t stall_timeout_ms;
+	uint64_t topic_id;
+};
+
+/* Fill in defaults and check every field.  Returns 0 or -EINVAL (detail set). */
+int shmq__topic_params_check(struct shmq_topic_params *p);
+
+uint64_t shmq__layout_signature(void);
+
+/*
+ * The namespace id of a data directory: a hash of its device and inode, so
+ * that two directories never share segment names.
+ */
+int shmq__namespace_id(const char *dir, uint64_t *out);
+
+/* "/shmq-<16 hex ns>-<topic>" into buf (at least SHMQ_SEGNAME_MAX bytes). */
+#define SHMQ_SEGNAME_MAX (6 + 16 + 1 + SHMQ_NAME_MAX + 1)
+void shmq__segment_name(uint64_t ns, const char *topic, char *buf);
+
+/*
+ * Create, size (allocating every page: ENOSPC now, never SIGBUS later),
+ * optionally NUMA-bind, initialise and publish (ready word last) a segment.
+ * O_EXCL|O_NOFOLLOW, mode p->mode.  Returns 0 and fills *map, -EEXIST,
+ * -ENOSPC, -errno.  For shmqd.
+ */
+int shmq__segment_create(const char *segname, const char *topic,
+			 const struct shmq_topic_params *p, struct shmq_map *map);
+
+/*
+ * Attach an existing segment read-write after checking its owner (must be
+ * expect_uid), its mode (must equal expect_mode) and its header.
+ * expect_topic_id of 0 accepts any id.  Returns 0 or -ENOENT, SHMQ_EFOREIGN,
+ * SHMQ_EMAGIC, SHMQ_EVERSION, SHMQ_ELAYOUT, SHMQ_ESIZE, SHMQ_ENOTREADY.
+ */
+int shmq__segment_attach(const char *segname, uid_t expect_uid,
+			 uint32_t expect_mode, uint64_t expect_topic_id,
+			 struct shmq_map *map);
+
+void shmq__segment_detach(struct shmq_map *map);
+
+/*
+ * Validate a header found in memory of `bytes` bytes (the size of the
+ * object as fstat reports it) and copy its geometry out.  Pure: no system
+ * calls; the fuzz target drives it.  Returns 0 or an attach error.
+ */
+int shmq__segment_validate(const void *base, size_t bytes,
+			   struct shmq_geometry *out);
+
+/* ------------------------------------------------------------------------
+ * topicfile.c: topics/NAME.topic in the data directory
+ */
+
+/* Read DIR/topics/NAME.topic.  Returns 0, -ENOENT, -EINVAL (malformed). */
+int shmq__topic_file_read(const char *dir, const char *name,
+			  struct shmq_topic_params *p, uid_t *owner);
+
+/* Write it atomically (temp file, fsync, rename, fsync dir).  For shmqd. */
+int shmq__topic_file_write(const char *dir, const char *name,
+			   const struct shmq_topic_params *p);
+
+int shmq__topic_file_remove(const char *dir, const char *name);
+
+/* ------------------------------------------------------------------------
+ * ring.c: the partition protocol (see the design note there)
+ */
+
+static inline struct shmq_part_header *shmq__part(const struct shmq_map *m,
+						  uint32_t p)
+{
+	return (struct shmq_part_header *)(m->base + SHMQ_PARTS_OFF +
+					   (uint64_t)p * sizeof(struct shmq_part_header));
+}
+
+static inline uint8_t *shmq__ring(const struct shmq_map *m, uint32_t p)
+{
+	return m->base + m->geo.rings_off + (uint64_t)p * m->geo.ring_bytes;
+}
+
+static inline struct shmq_group_slot *shmq__group(const struct shmq_map *m,
+						  uint32_t g)
+{
+	return (struct shmq_group_slot *)(m->base + SHMQ_GROUPS_OFF) + g;
+}
+
+static inline struct shmq_producer_slot *shmq__producer_slot(const struct shmq_map *m,
+							     uint32_t i)
+{
+	return (struct shmq_producer_slot *)(m->base + SHMQ_PRODUCERS_OFF) + i;
+}
+
+static inline struct shmq_member_slot *shmq__member_slot(const struct shmq_map *m,
+							 uint32_t i)
+{
+	return (struct shmq_member_slot *)(m->base + SHMQ_MEMBERS_OFF) + i;
+}
+
+static inline uint32_t shmq__frame_bytes(size_t key_len, size_t value_len)
+{
+	uint64_t n = SHMQ_FRAME_HEADER + (uint64_t)key_len + value_len;
+	return (uint32_t)((n + SHMQ_FRAME_ALIGN - 1) & ~(uint64_t)(SHMQ_FRAME_ALIGN - 1));
+}
+
+/* A frame header copied out of the ring and checked. */
+struct shmq_frame_view {
+	uint64_t pos;
+	uint32_t size;
+	bool pad;
+	uint16_t key_len;
+	uint32_t value_len;
+	uint64_t timestamp_ns;
+	const uint8_t *key;   /* into the ring */
+	const uint8_t *value; /* into the ring */
+};
+
+enum shmq_frame_status {
+	SHMQ_FRAME_OK = 0,	  /* committed, checked, view filled */
+	SHMQ_FRAME_PENDING = 1,	  /* not committed for this position (yet) */
+	SHMQ_FRAME_BAD = -1,	  /* committed but inconsistent: corrupt */
+};
+
+/*
+ * Decode the frame at log position pos of a ring of ring_bytes (a power of
+ * two) without trusting any byte of it.  max_frame bounds size.  The fuzz
+ * target drives this.
+ */
+int shmq__frame_decode(const uint8_t *ring, uint64_t ring_bytes, uint64_t pos,
+		       uint32_t max_frame, struct shmq_frame_view *view);
+
+/* Largest frame a topic admits (header + max_message, aligned). */
+static inline uint32_t shmq__max_frame(const struct shmq_map *m)
+{
+	return shmq__frame_bytes(0, m->geo.max_message);
+}
+
+/* Producer-side state of one claim. */
+struct shmq_ring_claim {
+	uint32_t part;
+	uint64_t pos;	    /* claim start (wrap padding included) */
+	uint32_t len;	    /* claim length */
+	uint64_t frame_pos; /* where the message's frame starts */
+	uint32_t frame_len;
+	uint64_t seal_seen; /* seal word found at frame_pos when claimed */
+};
+
+/*
+ * Claim frame_len bytes in partition part for the producer in slot.
+ * Honours the topic's full policy; waits up to timeout_ms for BLOCK.
+ * limit_cache is the producer's cached "head may grow to here" for this
+ * partition (in/out).  Returns 0, -EAGAIN, -ETIMEDOUT->-EAGAIN, SHMQ_ECORRUPT,
+ * SHMQ_EDELETED.
+ */
+int shmq__ring_claim(struct shmq_map *m, struct shmq_producer_slot *slot,
+		     uint32_t part, uint32_t frame_len, int timeout_ms,
+		     bool busy_wait, uint64_t *limit_cache,
+		     struct shmq_ring_claim *c);
+
+/* Seal the claimed frame as a message (or as padding when pad).  Returns
+ * 0 or SHMQ_EREVOKED. */
+int shmq__ring_commit(struct shmq_map *m, struct shmq_producer_slot *slot,
+		      const struct shmq_ring_claim *c, bool pad);
+
+/* Wake consumers sleeping on the topic (after a commit). */
+void shmq__ring_wake_consumers(struct shmq_map *m);
+
+/*
+ * Take the next frame for group g in partition part, for member slot index
+ * member.  On success the member's hold protects the frame until
+ * shmq__ring_release().  Padding is skipped.  Returns 0, -EAGAIN (nothing
+ * committed yet), SHMQ_ECORRUPT.
+ */
+int shmq__ring_take(struct shmq_map *m, uint32_t part, uint32_t g,
+		    uint32_t member, struct shmq_frame_view *view);
+
+/* Drop member's hold in part; wake blocked producers if any wait. */
+void shmq__ring_release(struct shmq_map *m, uint32_t part, uint32_t member);
+
+/* Is a message committed and waiting for group g in part? (no side effects) */
+bool shmq__ring_ready(struct shmq_map *m, uint32_t part, uint32_t g);
+
+/*
+ * The lowest position that group g (or, with g == UINT32_MAX, any group)
+ * still needs in part: its cursor and its members' holds.  Returns
+ * head when nothing is held.
+ */
+uint64_t shmq__ring_horizon(struct shmq_map *m, uint32_t part, uint32_t g);
+
+/*
+ * Move group g's cursor in part to pos (SHMQ_OFFSET_EARLIEST/LATEST allowed)
+ * with the joiner's protocol (publish, fence, re-check the tail).
+ * Returns 0, -EINVAL (not a frame boundary), SHMQ_EGONE.
+ */
+int shmq__ring_seek(struct shmq_map *m, uint32_t part, uint32_t g, uint64_t pos);
+
+/*
+ * Check the partition's invariants (tail <= horizon <= head, head - tail
+ * <= ring, frames between tail and head well formed where committed).
+ * Returns 0 or SHMQ_ECORRUPT with a detail.  Tests and shmqd call it.
+ */
+int shmq__ring_check(struct shmq_map *m, uint32_t part);
+
+/* ------------------------------------------------------------------------
+ * reap.c: recovery from dead and stalled processes (shmqd)
+ */
+
+/* What the reaper remembers between scans for one producer slot. */
+struct shmq_reap_slot_memo {
+	uint64_t claim_pos;
+	uint64_t first_seen_ns;
+};
+
+struct shmq_reap_state {
+	struct shmq_reap_slot_memo producer[SHMQ_MAX_PRODUCERS];
+};
+
+struct shmq_reap_stats {
+	uint32_t dead_producers; /* slots freed */
+	uint32_t dead_members;
+	uint32_t padded_dead;	 /* claims padded because their producer died */
+	uint32_t padded_stalled; /* claims revoked after the stall timeout */
+};
+
+/*
+ * One reaper pass over a topic: free the slots of dead producers and
+ * members, pad over claims their producers abandoned, and revoke claims
+ * held past the stall timeout.  now_ns is CLOCK_MONOTONIC.  Cheap when
+ * nothing is wrong (no /proc reads for claims seen only once).
+ */
+void shmq__reap_topic(struct shmq_map *m, struct shmq_reap_state *st,
+		      uint64_t now_ns, struct shmq_reap_stats *stats);
+
+/* ------------------------------------------------------------------------
+ * wait.c: futex wait and wake on words in shared memory
+ */
+
+/* Sleep while *word == expected, up to timeout_ns (UINT64_MAX = for ever). */
+void shmq__futex_wait(uint32_t *word, uint32_t expected, uint64_t timeout_ns);
+void shmq__futex_wake_all(uint32_t *word);
+
+/* ------------------------------------------------------------------------
+ * control.c / control.h: the client side of shmqd's socket
+ */
+#define SHMQ_CONTROL_SOCKET "control.sock"
+#define SHMQ_TOPICS_DIR	    "topics"
+#define SHMQ_LOCK_FILE	    "shmqd.lock"
+
+struct shmq_ctl_request;
+struct shmq_ctl_reply;
+
+/*
+ * Send one request to the shmqd serving dir and read its reply (bounded by
+ * timeout_ms).  Fills magic and version of req.  Returns 0 when a reply came
+ * (its status is the answer), SHMQ_ENODAEMON (no socket, or nobody listens),
+ * SHMQ_EPROTO (malformed reply), -ETIMEDOUT, or -errno.
+ */
+int shmq__control_call(const char *dir, struct shmq_ctl_request *req,
+		       struct shmq_ctl_reply *rep, int timeout_ms);
+
+#endif /* SHMQ_INT_H */
