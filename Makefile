@@ -61,7 +61,7 @@ FUZZ_SRC := $(wildcard tests/fuzz/*-fuzz.c)
 BENCH_PROGS_SRC := $(wildcard bench/bench-*.c)
 BENCH_SUPPORT := $(filter-out $(BENCH_PROGS_SRC),$(wildcard bench/*.c))
 
-obj = $(patsubst %.c,$(B)/%.o,$(1))
+obj = $(patsubst %.c,$(B)/obj/%.o,$(1))
 
 LIB_OBJ := $(call obj,$(LIB_SRC))
 STATIC_LIB := $(B)/libshmq.a
@@ -83,10 +83,16 @@ $(DEPS_STAMP): scripts/deps.sh
 	$(Q)sh scripts/deps.sh build
 	$(Q)mkdir -p build && touch $@
 
-$(B)/%.o: %.c | $(DEPS_STAMP)
+$(B)/obj/%.o: %.c | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $<")
 	$(Q)$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
+
+# Objects live under $(B)/obj/ so that no object directory (shmqd/) takes
+# the name of a program.  `make build/default/libshmq/ring.o` still works as
+# a quick compile check.
+$(B)/%.o: $(B)/obj/%.o
+	@:
 
 $(STATIC_LIB): $(LIB_OBJ)
 	@$(if $(Q),echo "  AR      $@")
@@ -110,17 +116,17 @@ $(DEMO): $(call obj,$(DEMO_SRC)) $(STATIC_LIB)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
 
-$(B)/tests/%-t: $(B)/tests/%-t.o $(call obj,$(TEST_SUPPORT)) $(STATIC_LIB)
+$(B)/tests/%-t: $(B)/obj/tests/%-t.o $(call obj,$(TEST_SUPPORT)) $(STATIC_LIB)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
 
 # A fuzz target's corpus is replayed by a TAP driver built with the normal
 # compiler, so `make check` runs it without libFuzzer.
-$(B)/tests/fuzz-%-t: $(B)/tests/fuzz/%-fuzz.o $(B)/tests/fuzz/replay.o $(call obj,$(TEST_SUPPORT)) $(STATIC_LIB)
+$(B)/tests/fuzz-%-t: $(B)/obj/tests/fuzz/%-fuzz.o $(B)/obj/tests/fuzz/replay.o $(call obj,$(TEST_SUPPORT)) $(STATIC_LIB)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
 
-$(B)/bench/%: $(B)/bench/%.o $(call obj,$(BENCH_SUPPORT)) $(STATIC_LIB)
+$(B)/bench/%: $(B)/obj/bench/%.o $(call obj,$(BENCH_SUPPORT)) $(STATIC_LIB)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
 
@@ -146,7 +152,7 @@ bench: all $(BENCHES)
 fuzz:
 	$(MAKE) CC=clang SAN=fuzzer,address,undefined FUZZ=1 $(patsubst tests/fuzz/%-fuzz.c,build/san-fuzzer-address-undefined/fuzz-%,$(FUZZ_SRC))
 
-build/san-fuzzer-address-undefined/fuzz-%: build/san-fuzzer-address-undefined/tests/fuzz/%-fuzz.o $(STATIC_LIB)
+build/san-fuzzer-address-undefined/fuzz-%: build/san-fuzzer-address-undefined/obj/tests/fuzz/%-fuzz.o $(STATIC_LIB)
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
 
 shmq.pc: shmq.pc.in

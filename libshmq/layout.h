@@ -159,15 +159,16 @@ struct shmq_producer_slot {
 	uint32_t claim_len;  /* bytes claimed, wrap padding included */
 	uint32_t claim_part; /* its partition */
 	uint64_t revoked_pos; /* set by shmqd when it padded the claim over */
-	uint8_t reserved[64 - 40];
+	uint32_t waiting;     /* counted in hdr->space_waiters while set */
+	uint8_t reserved[64 - 44];
 };
 _Static_assert(sizeof(struct shmq_producer_slot) == 64, "producer slot");
 
 /* One per consumer handle. */
 struct shmq_member_slot {
 	struct shmq_owner owner;
-	uint32_t group; /* index into the group table */
-	uint32_t reserved0;
+	uint32_t group;	  /* index into the group table */
+	uint32_t waiting; /* counted in hdr->data_waiters while set */
 	uint8_t reserved[64 - 24];
 };
 _Static_assert(sizeof(struct shmq_member_slot) == 64, "member slot");
@@ -185,7 +186,12 @@ struct shmq_part_header {
 	uint64_t head __attribute__((aligned(SHMQ_CACHELINE)));
 	/* Producers: oldest position still intact (frames below are reused). */
 	uint64_t tail __attribute__((aligned(SHMQ_CACHELINE)));
-	uint8_t reserved0[SHMQ_CACHELINE] __attribute__((aligned(SHMQ_CACHELINE)));
+	/*
+	 * Serialises moving the tail (producers, make_room) with moving a
+	 * cursor by seek or group start: pid of the holder, 0 when free.
+	 */
+	uint32_t tail_lock __attribute__((aligned(SHMQ_CACHELINE)));
+	uint8_t reserved0[SHMQ_CACHELINE - 4];
 	uint8_t reserved1[SHMQ_CACHELINE];
 	struct shmq_cursor cursor[SHMQ_MAX_GROUPS];
 	/* hold[m]: member m may be reading the frame at this position. */

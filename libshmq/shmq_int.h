@@ -17,6 +17,15 @@
 
 #define SHMQ_HIDDEN __attribute__((visibility("hidden")))
 
+/*
+ * Does an options struct from the caller reach field?  Option structs carry
+ * their size first, so a caller built against an older (shorter) or newer
+ * (longer) header works: fields beyond its size take their defaults.
+ */
+#define OPT_HAS(opts, field)                                                   \
+	((opts) && (opts)->size >= offsetof(__typeof__(*(opts)), field) +      \
+				   sizeof((opts)->field))
+
 /* ------------------------------------------------------------------------
  * util.c: errors, detail strings, clocks, hashing, process identity
  */
@@ -35,7 +44,8 @@ uint64_t shmq__proc_start_ticks(pid_t pid);
 
 /*
  * Is the process named by owner alive (not gone, not a zombie, and the same
- * process, not a recycled pid)?  Reads /proc; cold path.
+ * process, not a recycled pid)?  Reads /proc; cold path.  start_ticks 0
+ * means "not recorded yet" (a slot being taken): only the pid is checked.
  */
 bool shmq__owner_alive(const struct shmq_owner *owner);
 
@@ -241,6 +251,9 @@ int shmq__ring_claim(struct shmq_map *m, struct shmq_producer_slot *slot,
 int shmq__ring_commit(struct shmq_map *m, struct shmq_producer_slot *slot,
 		      const struct shmq_ring_claim *c, bool pad);
 
+/* Seal [pos, pos + len) of part as padding (one or two frames). For shmqd. */
+void shmq__ring_pad(struct shmq_map *m, uint32_t part, uint64_t pos, uint32_t len);
+
 /* Wake consumers sleeping on the topic (after a commit). */
 void shmq__ring_wake_consumers(struct shmq_map *m);
 
@@ -256,9 +269,6 @@ int shmq__ring_take(struct shmq_map *m, uint32_t part, uint32_t g,
 /* Drop member's hold in part; wake blocked producers if any wait. */
 void shmq__ring_release(struct shmq_map *m, uint32_t part, uint32_t member);
 
-/* Is a message committed and waiting for group g in part? (no side effects) */
-bool shmq__ring_ready(struct shmq_map *m, uint32_t part, uint32_t g);
-
 /*
  * The lowest position that group g (or, with g == UINT32_MAX, any group)
  * still needs in part: its cursor and its members' holds.  Returns
@@ -268,10 +278,12 @@ uint64_t shmq__ring_horizon(struct shmq_map *m, uint32_t part, uint32_t g);
 
 /*
  * Move group g's cursor in part to pos (SHMQ_OFFSET_EARLIEST/LATEST allowed)
- * with the joiner's protocol (publish, fence, re-check the tail).
+ * under the partition's tail lock, so that no producer moves the tail past
+ * it meanwhile.
  * Returns 0, -EINVAL (not a frame boundary), SHMQ_EGONE.
  */
-int shmq__ring_seek(struct shmq_map *m, uint32_t part, uint32_t g, uint64_t pos);
+int shmq__ring_seek(struct shmq_map *m, uint32_t part, uint32_t g,
+		    uint64_t pos);
 
 /*
  * Check the partition's invariants (tail <= horizon <= head, head - tail
@@ -279,6 +291,25 @@ int shmq__ring_seek(struct shmq_map *m, uint32_t part, uint32_t g, uint64_t pos)
  * Returns 0 or SHMQ_ECORRUPT with a detail.  Tests and shmqd call it.
  */
 int shmq__ring_check(struct shmq_map *m, uint32_t part);
+
+/* ------------------------------------------------------------------------
+ * client.c: the client handle and topic lookup
+ */
+struct shmq_client {
+	char *dir;   /* realpath of the data directory */
+	uint64_t ns; /* namespace id */
+};
+
+/*
+ * Attach topic name of the client's namespace: read its topic file, then
+ * attach the segment expecting the file's owner, mode and topic id.
+ * Returns 0 or the errors of shmq__topic_file_read / shmq__segment_attach.
+ */
+int shmq__topic_attach(shmq_client_t *c, const char *name, struct shmq_map *m);
+
+/* Lock the segment's registration mutex (robust; bounded wait). */
+int shmq__seg_lock(struct shmq_map *m);
+void shmq__seg_unlock(struct shmq_map *m);
 
 /* ------------------------------------------------------------------------
  * reap.c: recovery from dead and stalled processes (shmqd)
@@ -291,6 +322,7 @@ struct shmq_reap_slot_memo {
 };
 
 struct shmq_reap_state {
+	uint64_t passes;
 	struct shmq_reap_slot_memo producer[SHMQ_MAX_PRODUCERS];
 };
 

@@ -1,0 +1,403 @@
+/*
+ * consumer.c - consumer handles: joining a group, polling, waiting.
+ *
+ * Overview
+ * --------
+ * A consumer handle is a member of one group of one topic.  It owns a slot
+ * of the topic's member table (its identity, its group, and its column of
+ * holds in every partition).  Members of a group share the group's cursor
+ * in each partition: each take is a CAS on it (ring.c), so each message goes
+ * to exactly one member, and each group sees every message.
+ *
+ * Joining
+ * -------
+ * Group creation and the choice of the starting position happen under the
+ * segment's registration mutex (a robust process-shared mutex: a member
+ * that dies holding it does not wedge the topic).  A new group is made
+ * active with every cursor at head, then each cursor moves to where the
+ * member asked (ring.c's seek, under the partition's tail lock), so a
+ * producer never sees an active group with a cursor it may have overwritten.
+ * When the group already has live members, the new member simply shares
+ * their position.
+ *
+ * Waiting
+ * -------
+ * A poll that finds nothing spins for SPIN_NS, then sleeps on the topic's
+ * data_seq futex word.  Before sleeping it marks itself waiting (its slot's
+ * flag and the topic's waiter count, an atomic increment and so a full
+ * barrier) and looks at every partition once more; a producer that commits
+ * after that look sees the count and wakes it (ring.c, commit).  shmqd
+ * clears the flag and count of a member that dies asleep.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <ck_pr.h>
+
+#include "shmq_int.h"
+
+/* How long an empty poll spins before it sleeps. */
+#define SPIN_NS 20000u
+
+struct shmq_consumer {
+	struct shmq_map map;
+	uint32_t group;
+	uint32_t member;
+	struct shmq_member_slot *slot;
+	unsigned flags;
+	uint32_t rr;	 /* partition the next poll looks at first */
+	int held;	 /* partition of the held message, or -1 */
+	uint8_t *broken; /* per partition: failed a check, skipped */
+};
+
+static int take_member_slot(struct shmq_map *m, uint32_t *index)
+{
+	struct shmq_owner self;
+	uint32_t i, p;
+
+	shmq__owner_self(&self);
+	for (i = 0; i < SHMQ_MAX_MEMBERS; i++) {
+		struct shmq_member_slot *s = shmq__member_slot(m, i);
+
+		if (ck_pr_load_32(&s->owner.pid) != 0 ||
+		    !ck_pr_cas_32(&s->owner.pid, 0, self.pid))
+			continue;
+		ck_pr_store_64(&s->owner.start_ticks, self.start_ticks);
+		ck_pr_store_32(&s->group, UINT32_MAX);
+		ck_pr_store_32(&s->waiting, 0);
+		for (p = 0; p < m->geo.partitions; p++)
+			ck_pr_store_64(&shmq__part(m, p)->hold[i], SHMQ_POS_NONE);
+		*index = i;
+		return 0;
+	}
+	return shmq__fail(-EMFILE, "topic %s: all %u member slots are taken",
+			  m->name, SHMQ_MAX_MEMBERS);
+}
+
+static void free_member_slot(struct shmq_map *m, uint32_t i)
+{
+	struct shmq_member_slot *s = shmq__member_slot(m, i);
+
+	ck_pr_store_32(&s->group, UINT32_MAX);
+	ck_pr_store_64(&s->owner.start_ticks, 0);
+	ck_pr_fence_store();
+	ck_pr_store_32(&s->owner.pid, 0);
+}
+
+/* Find group `name`, or create it with every cursor at head.  Under lock. */
+static int find_or_create_group(struct shmq_map *m, const char *name,
+				uint32_t *out, bool *created)
+{
+	uint32_t g, free_g = UINT32_MAX, p;
+
+	for (g = 0; g < SHMQ_MAX_GROUPS; g++) {
+		struct shmq_group_slot *gs = shmq__group(m, g);
+
+		if (ck_pr_load_32(&gs->state) != SHMQ_GROUP_ACTIVE) {
+			if (free_g == UINT32_MAX)
+				free_g = g;
+			continue;
+		}
+		if (strncmp(gs->name, name, sizeof(gs->name)) == 0) {
+			*out = g;
+			*created = false;
+			return 0;
+		}
+	}
+	if (free_g == UINT32_MAX)
+		return shmq__fail(-EMFILE, "topic %s: all %u group slots are taken",
+				  m->name, SHMQ_MAX_GROUPS);
+	g = free_g;
+	{
+		struct shmq_group_slot *gs = shmq__group(m, g);
+
+		memset(gs->name, 0, sizeof(gs->name));
+		strncpy(gs->name, name, SHMQ_NAME_MAX);
+		gs->mode = 0;
+		gs->created_ns = shmq__now_ns();
+		for (p = 0; p < m->geo.partitions; p++) {
+			struct shmq_part_header *ph = shmq__part(m, p);
+			uint64_t head = ck_pr_load_64(&ph->head);
+
+			ck_pr_store_64(&ph->cursor[g].next, head);
+			ck_pr_store_64(&ph->cursor[g].committed, 0);
+		}
+		/* Name and cursors before the state that makes producers look. */
+		ck_pr_fence_store();
+		ck_pr_store_32(&gs->state, SHMQ_GROUP_ACTIVE);
+		ck_pr_fence_memory();
+	}
+	*out = g;
+	*created = true;
+	return 0;
+}
+
+/* Does group g have a live member other than `self`? */
+static bool group_has_live_member(struct shmq_map *m, uint32_t g, uint32_t self)
+{
+	uint32_t i;
+
+	for (i = 0; i < SHMQ_MAX_MEMBERS; i++) {
+		struct shmq_member_slot *s = shmq__member_slot(m, i);
+		struct shmq_owner o;
+
+		if (i == self || ck_pr_load_32(&s->group) != g)
+			continue;
+		o.pid = ck_pr_load_32(&s->owner.pid);
+		o.start_ticks = ck_pr_load_64(&s->owner.start_ticks);
+		if (o.pid && shmq__owner_alive(&o))
+			return true;
+	}
+	return false;
+}
+
+/* Place group g's cursors as opts ask; the group has no live member. */
+static int place_group(struct shmq_map *m, uint32_t g, int from, uint64_t offset,
+		       bool created)
+{
+	uint32_t p;
+	int rc;
+
+	for (p = 0; p < m->geo.partitions; p++) {
+		struct shmq_part_header *ph = shmq__part(m, p);
+		uint64_t target;
+
+		switch (from) {
+		case SHMQ_FROM_EARLIEST:
+			target = SHMQ_OFFSET_EARLIEST;
+			break;
+		case SHMQ_FROM_LATEST:
+			target = SHMQ_OFFSET_LATEST;
+			break;
+		case SHMQ_FROM_OFFSET:
+			target = offset;
+			break;
+		default:
+			target = created ? SHMQ_OFFSET_EARLIEST :
+				ck_pr_load_64(&ph->cursor[g].committed);
+			break;
+		}
+		rc = shmq__ring_seek(m, p, g, target);
+		if (rc && from == SHMQ_FROM_COMMITTED)
+			/* Committed offset no longer held: like Kafka's "earliest" reset. */
+			rc = shmq__ring_seek(m, p, g, SHMQ_OFFSET_EARLIEST);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+int shmq_consumer_open(shmq_client_t *client, const char *topic,
+		       const char *group, const struct shmq_consumer_opts *opts,
+		       shmq_consumer_t **out)
+{
+	struct shmq_consumer *c;
+	int from = SHMQ_FROM_COMMITTED, rc;
+	uint64_t offset = 0;
+	bool created, locked = false;
+
+	if (!client || !topic || !group || !out)
+		return -EINVAL;
+	shmq__clear_detail();
+	if (!shmq__name_valid(group))
+		return shmq__fail(-EINVAL, "bad group name \"%s\": use 1-%d characters of A-Z a-z 0-9 . _ -",
+				  group, SHMQ_NAME_MAX);
+	if (OPT_HAS(opts, from))
+		from = opts->from;
+	if (OPT_HAS(opts, offset))
+		offset = opts->offset;
+	if (from < SHMQ_FROM_COMMITTED || from > SHMQ_FROM_OFFSET)
+		return shmq__fail(-EINVAL, "bad 'from' value %d", from);
+
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	c->held = -1;
+	c->member = UINT32_MAX;
+	if (OPT_HAS(opts, flags))
+		c->flags = opts->flags;
+	rc = shmq__topic_attach(client, topic, &c->map);
+	if (rc)
+		goto fail;
+	c->broken = calloc(c->map.geo.partitions, 1);
+	if (!c->broken) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	rc = take_member_slot(&c->map, &c->member);
+	if (rc)
+		goto fail;
+	c->slot = shmq__member_slot(&c->map, c->member);
+
+	rc = shmq__seg_lock(&c->map);
+	if (rc)
+		goto fail;
+	locked = true;
+	rc = find_or_create_group(&c->map, group, &c->group, &created);
+	if (rc)
+		goto fail;
+	if (created || !group_has_live_member(&c->map, c->group, c->member)) {
+		rc = place_group(&c->map, c->group, from, offset, created);
+		if (rc)
+			goto fail;
+	}
+	ck_pr_store_32(&c->slot->group, c->group);
+	shmq__seg_unlock(&c->map);
+	*out = c;
+	return 0;
+fail:
+	if (locked)
+		shmq__seg_unlock(&c->map);
+	if (c->member != UINT32_MAX)
+		free_member_slot(&c->map, c->member);
+	free(c->broken);
+	shmq__segment_detach(&c->map);
+	free(c);
+	return rc;
+}
+
+void shmq_consumer_release(shmq_consumer_t *c)
+{
+	if (!c || c->held < 0)
+		return;
+	shmq__ring_release(&c->map, (uint32_t)c->held, c->member);
+	c->held = -1;
+}
+
+void shmq_consumer_close(shmq_consumer_t *c)
+{
+	if (!c)
+		return;
+	shmq_consumer_release(c);
+	free_member_slot(&c->map, c->member);
+	free(c->broken);
+	shmq__segment_detach(&c->map);
+	free(c);
+}
+
+/* One look at every partition, starting after the last one served. */
+static int try_all(struct shmq_consumer *c, struct shmq_msg *msg)
+{
+	struct shmq_map *m = &c->map;
+	uint32_t n = m->geo.partitions, i;
+
+	for (i = 0; i < n; i++) {
+		uint32_t p = (c->rr + i) % n;
+		struct shmq_frame_view v;
+		int rc;
+
+		if (c->broken[p])
+			continue;
+		rc = shmq__ring_take(m, p, c->group, c->member, &v);
+		if (rc == -EAGAIN)
+			continue;
+		if (rc) {
+			c->broken[p] = 1;
+			msg->partition = p;
+			return shmq__fail(rc, "topic %s partition %u failed a consistency check",
+					  m->name, p);
+		}
+		c->held = (int)p;
+		c->rr = p + 1 < n ? p + 1 : 0;
+		msg->key = v.key;
+		msg->key_len = v.key_len;
+		msg->value = v.value;
+		msg->value_len = v.value_len;
+		msg->offset = v.pos;
+		msg->next_offset = v.pos + v.size;
+		msg->timestamp_ns = v.timestamp_ns;
+		msg->partition = p;
+		return 0;
+	}
+	return -EAGAIN;
+}
+
+int shmq_consumer_poll(shmq_consumer_t *c, struct shmq_msg *msg, int timeout_ms)
+{
+	struct shmq_seg_header *hdr;
+	uint64_t start = 0, deadline = 0, now;
+	int rc;
+
+	if (!c || !msg)
+		return -EINVAL;
+	shmq_consumer_release(c);
+	hdr = c->map.hdr;
+	for (;;) {
+		rc = try_all(c, msg);
+		if (rc != -EAGAIN)
+			return rc;
+		if (ck_pr_load_32(&hdr->deleted))
+			return SHMQ_EDELETED;
+		if (timeout_ms == 0)
+			return -EAGAIN;
+		now = shmq__mono_ns();
+		if (!start) {
+			start = now;
+			deadline = timeout_ms < 0 ? UINT64_MAX :
+				now + (uint64_t)timeout_ms * 1000000;
+		}
+		if (now >= deadline)
+			return -EAGAIN;
+		if (c->flags & SHMQ_CONSUMER_BUSY_POLL || now - start < SPIN_NS) {
+			ck_pr_stall();
+			continue;
+		}
+
+		/* Sleep: register as a waiter, look once more, then wait. */
+		{
+			uint32_t seq = ck_pr_load_32(&hdr->data_seq);
+
+			ck_pr_store_32(&c->slot->waiting, 1);
+			ck_pr_inc_32(&hdr->data_waiters);
+			rc = try_all(c, msg);
+			if (rc == -EAGAIN && !ck_pr_load_32(&hdr->deleted))
+				shmq__futex_wait(&hdr->data_seq, seq,
+						 deadline == UINT64_MAX ? UINT64_MAX : deadline - now);
+			ck_pr_dec_32(&hdr->data_waiters);
+			ck_pr_store_32(&c->slot->waiting, 0);
+			if (rc != -EAGAIN)
+				return rc;
+		}
+	}
+}
+
+int shmq_consumer_commit(shmq_consumer_t *c)
+{
+	struct shmq_map *m;
+	uint32_t p;
+
+	if (!c)
+		return -EINVAL;
+	m = &c->map;
+	if (ck_pr_load_32(&m->hdr->deleted))
+		return SHMQ_EDELETED;
+	for (p = 0; p < m->geo.partitions; p++) {
+		struct shmq_cursor *cur = &shmq__part(m, p)->cursor[c->group];
+		uint64_t h = shmq__ring_horizon(m, p, c->group);
+
+		for (;;) {
+			uint64_t old = ck_pr_load_64(&cur->committed);
+
+			if ((int64_t)(h - old) <= 0 ||
+			    ck_pr_cas_64(&cur->committed, old, h))
+				break;
+		}
+	}
+	return 0;
+}
+
+int shmq_consumer_seek(shmq_consumer_t *c, uint32_t partition, uint64_t offset)
+{
+	if (!c)
+		return -EINVAL;
+	shmq__clear_detail();
+	if (partition >= c->map.geo.partitions)
+		return shmq__fail(-EINVAL, "partition %u out of range (topic has %u)",
+				  partition, c->map.geo.partitions);
+	if (ck_pr_load_32(&c->map.hdr->deleted))
+		return SHMQ_EDELETED;
+	shmq_consumer_release(c);
+	c->broken[partition] = 0;
+	return shmq__ring_seek(&c->map, partition, c->group, offset);
+}

@@ -1,0 +1,220 @@
+/*
+ * producer.c - producer handles: slots, partition choice, send and claim.
+ *
+ * A producer handle owns one slot of the topic's producer table for its
+ * lifetime: the slot names the process (pid and start time) and records
+ * the claim in progress, which is what lets shmqd pad over the claim of a
+ * producer that died (reap.c).  The ring protocol itself is in ring.c.
+ *
+ * A handle is used by one thread at a time; any number of handles, in any
+ * number of processes, may publish into the same partition at once.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <ck_pr.h>
+
+#include "shmq_int.h"
+
+struct shmq_producer {
+	struct shmq_map map;
+	uint32_t slot_index;
+	struct shmq_producer_slot *slot;
+	unsigned flags;
+	uint32_t rr;	     /* next partition for keyless messages */
+	uint64_t *limit;     /* per partition: cached furthest claim end */
+	bool claimed;
+	struct shmq_ring_claim claim;
+};
+
+/* Take a free slot: CAS the pid in, then say who we are. */
+static int take_slot(struct shmq_map *m, uint32_t *index)
+{
+	struct shmq_owner self;
+	uint32_t i;
+
+	shmq__owner_self(&self);
+	for (i = 0; i < SHMQ_MAX_PRODUCERS; i++) {
+		struct shmq_producer_slot *s = shmq__producer_slot(m, i);
+
+		if (ck_pr_load_32(&s->owner.pid) != 0 ||
+		    !ck_pr_cas_32(&s->owner.pid, 0, self.pid))
+			continue;
+		ck_pr_store_64(&s->owner.start_ticks, self.start_ticks);
+		ck_pr_store_64(&s->claim_pos, SHMQ_POS_NONE);
+		ck_pr_store_32(&s->waiting, 0);
+		*index = i;
+		return 0;
+	}
+	return shmq__fail(-EMFILE, "topic %s: all %u producer slots are taken",
+			  m->name, SHMQ_MAX_PRODUCERS);
+}
+
+int shmq_producer_open(shmq_client_t *client, const char *topic,
+		       const struct shmq_producer_opts *opts,
+		       shmq_producer_t **out)
+{
+	struct shmq_producer *p;
+	int rc;
+
+	if (!client || !topic || !out)
+		return -EINVAL;
+	shmq__clear_detail();
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	if (OPT_HAS(opts, flags))
+		p->flags = opts->flags;
+	rc = shmq__topic_attach(client, topic, &p->map);
+	if (rc)
+		goto fail;
+	p->limit = calloc(p->map.geo.partitions, sizeof(*p->limit));
+	if (!p->limit) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	rc = take_slot(&p->map, &p->slot_index);
+	if (rc)
+		goto fail;
+	p->slot = shmq__producer_slot(&p->map, p->slot_index);
+	*out = p;
+	return 0;
+fail:
+	free(p->limit);
+	shmq__segment_detach(&p->map);
+	free(p);
+	return rc;
+}
+
+void shmq_producer_close(shmq_producer_t *p)
+{
+	struct shmq_producer_slot *s;
+
+	if (!p)
+		return;
+	if (p->claimed)
+		shmq_producer_abort(p);
+	s = p->slot;
+	ck_pr_store_64(&s->claim_pos, SHMQ_POS_NONE);
+	ck_pr_store_64(&s->owner.start_ticks, 0);
+	ck_pr_fence_store();
+	ck_pr_store_32(&s->owner.pid, 0);
+	free(p->limit);
+	shmq__segment_detach(&p->map);
+	free(p);
+}
+
+static int choose_partition(struct shmq_producer *p, int partition,
+			    const void *key, size_t key_len)
+{
+	uint32_t n = p->map.geo.partitions;
+
+	if (partition >= 0)
+		return (uint32_t)partition < n ? partition : -EINVAL;
+	if (partition != SHMQ_PARTITION_ANY)
+		return -EINVAL;
+	if (key_len)
+		return (int)shmq_key_partition(key, key_len, n);
+	return (int)(p->rr++ % n);
+}
+
+/* Claim room for a frame and fill its header and key. */
+static int claim_frame(struct shmq_producer *p, int partition, const void *key,
+		       size_t key_len, size_t value_len, int timeout_ms,
+		       struct shmq_frame **frame)
+{
+	struct shmq_map *m = &p->map;
+	struct shmq_frame *f;
+	int part, rc;
+
+	if (p->claimed)
+		return -EBUSY;
+	if (key_len > SHMQ_KEY_MAX || value_len > m->geo.max_message ||
+	    key_len + value_len > m->geo.max_message)
+		return SHMQ_ETOOBIG;
+	if ((key_len && !key))
+		return -EINVAL;
+	part = choose_partition(p, partition, key, key_len);
+	if (part < 0)
+		return part;
+	if (ck_pr_load_32(&m->hdr->deleted))
+		return SHMQ_EDELETED;
+	rc = shmq__ring_claim(m, p->slot, (uint32_t)part,
+			      shmq__frame_bytes(key_len, value_len), timeout_ms,
+			      p->flags & SHMQ_PRODUCER_BUSY_WAIT,
+			      &p->limit[part], &p->claim);
+	if (rc)
+		return rc;
+	f = (struct shmq_frame *)(shmq__ring(m, (uint32_t)part) +
+				  (p->claim.frame_pos & m->mask));
+	f->key_len = (uint16_t)key_len;
+	f->flags = 0;
+	f->value_len = (uint32_t)value_len;
+	f->crc = 0;
+	f->timestamp_ns = shmq__now_ns();
+	if (key_len)
+		memcpy((uint8_t *)f + SHMQ_FRAME_HEADER, key, key_len);
+	p->claimed = true;
+	*frame = f;
+	return part;
+}
+
+int shmq_send(shmq_producer_t *p, int partition, const void *key,
+	      size_t key_len, const void *value, size_t value_len,
+	      int timeout_ms, uint64_t *offset)
+{
+	struct shmq_frame *f;
+	int part, rc;
+
+	if (!p || (value_len && !value))
+		return -EINVAL;
+	part = claim_frame(p, partition, key, key_len, value_len, timeout_ms, &f);
+	if (part < 0)
+		return part;
+	if (value_len)
+		memcpy((uint8_t *)f + SHMQ_FRAME_HEADER + key_len, value, value_len);
+	p->claimed = false;
+	rc = shmq__ring_commit(&p->map, p->slot, &p->claim, false);
+	if (rc)
+		return rc;
+	if (offset)
+		*offset = p->claim.frame_pos;
+	return part;
+}
+
+int shmq_producer_claim(shmq_producer_t *p, int partition, const void *key,
+			size_t key_len, size_t value_len, int timeout_ms,
+			struct shmq_claim *claim)
+{
+	struct shmq_frame *f;
+	int part;
+
+	if (!p || !claim)
+		return -EINVAL;
+	part = claim_frame(p, partition, key, key_len, value_len, timeout_ms, &f);
+	if (part < 0)
+		return part;
+	claim->value = (uint8_t *)f + SHMQ_FRAME_HEADER + key_len;
+	claim->value_len = value_len;
+	claim->partition = (uint32_t)part;
+	claim->offset = p->claim.frame_pos;
+	return part;
+}
+
+int shmq_producer_commit(shmq_producer_t *p)
+{
+	if (!p || !p->claimed)
+		return -EINVAL;
+	p->claimed = false;
+	return shmq__ring_commit(&p->map, p->slot, &p->claim, false);
+}
+
+int shmq_producer_abort(shmq_producer_t *p)
+{
+	if (!p || !p->claimed)
+		return -EINVAL;
+	p->claimed = false;
+	shmq__ring_commit(&p->map, p->slot, &p->claim, true);
+	return 0;
+}

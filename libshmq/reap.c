@@ -1,0 +1,262 @@
+/*
+ * reap.c - recovery from producers and members that die or stall.
+ *
+ * Overview
+ * --------
+ * shmqd calls shmq__reap_topic() every few milliseconds for each topic.  A
+ * pass looks at the producer and member slots of the segment:
+ *
+ * - A producer slot whose claim has not changed since the previous pass is
+ *   suspicious.  If its process is gone (or a zombie, or a recycled pid),
+ *   the claim is padded over so that readers skip it, and the slot is
+ *   freed.  If the process lives but the claim is older than the topic's
+ *   stall timeout, the claim is revoked: padded over, and its region kept
+ *   out of reuse until the producer notices (its commit returns
+ *   SHMQ_EREVOKED) or dies.
+ * - A member slot whose process is gone loses its holds and its slot.
+ * - Idle slots are checked every SLOW_PASSES passes, so that a producer or
+ *   consumer killed while idle gives its slot back.
+ *
+ * A claim seen only once costs no system call: busy producers hold a claim
+ * for well under a microsecond, so the reaper reads /proc only for claims
+ * that outlive a pass (a few ms) and, rarely, for idle slots.
+ *
+ * Deciding whose claim it is
+ * --------------------------
+ * A producer records (partition, position, length) in its slot before its
+ * CAS on head, so a dead producer's slot may describe a claim that it lost
+ * to another producer.  The claim [pos, pos + len) was really made by this
+ * slot only if:
+ *   - head has reached pos + len (claims only grow head), and
+ *   - no live producer records the same position (that one won it, or will
+ *     retry and record another position), and
+ *   - pos + len is a frame boundary: head itself, a committed frame, or the
+ *     position another slot's claim starts at.
+ * If any of these fail the slot lost its race and there is nothing to pad.
+ *
+ * Failure and recovery
+ * --------------------
+ * The reaper runs in shmqd only, one pass at a time.  Padding is the same
+ * seal CAS a producer commits with, so a producer that wakes up and commits
+ * at the same moment either wins (its message is published) or loses (its
+ * commit returns SHMQ_EREVOKED); never both.  Every value read from a slot
+ * is checked (partition in range, length within a ring, alignment) before
+ * it is used.
+ */
+#include <errno.h>
+
+#include <ck_pr.h>
+
+#include "shmq_int.h"
+
+/* Idle slots are checked for dead owners once every SLOW_PASSES passes. */
+#define SLOW_PASSES 20
+
+static bool pos_before(uint64_t a, uint64_t b)
+{
+	return (int64_t)(a - b) < 0;
+}
+
+static bool seal_committed(struct shmq_map *m, uint32_t part, uint64_t pos)
+{
+	const struct shmq_frame *f =
+		(const struct shmq_frame *)(shmq__ring(m, part) + (pos & m->mask));
+	uint64_t seal = ck_pr_load_64(&f->seal);
+
+	return (seal & ~SHMQ_SEAL_FLAGS) == pos && (seal & SHMQ_SEAL_COMMITTED);
+}
+
+/* Another live slot than self records a claim at pos in part? */
+static bool claimed_by_other(struct shmq_map *m, uint32_t self, uint32_t part,
+			     uint64_t pos, bool want_live)
+{
+	uint32_t i;
+
+	for (i = 0; i < SHMQ_MAX_PRODUCERS; i++) {
+		struct shmq_producer_slot *s = shmq__producer_slot(m, i);
+		struct shmq_owner o;
+
+		if (i == self || ck_pr_load_64(&s->claim_pos) != pos ||
+		    ck_pr_load_32(&s->claim_part) != part)
+			continue;
+		if (!want_live)
+			return true;
+		o.pid = ck_pr_load_32(&s->owner.pid);
+		o.start_ticks = ck_pr_load_64(&s->owner.start_ticks);
+		if (o.pid && shmq__owner_alive(&o))
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Did slot i's recorded claim [pos, pos + len) in part win its CAS, and is
+ * the frame still unsealed?  See "Deciding whose claim it is" above.
+ */
+static bool claim_abandoned(struct shmq_map *m, uint32_t i, uint32_t part,
+			    uint64_t pos, uint32_t len)
+{
+	struct shmq_part_header *ph = shmq__part(m, part);
+	uint64_t head = ck_pr_load_64(&ph->head);
+	uint64_t tail = ck_pr_load_64(&ph->tail);
+	uint64_t end = pos + len, fpos = pos, off = pos & m->mask;
+
+	if (part >= m->geo.partitions || len < SHMQ_FRAME_HEADER ||
+	    len > m->geo.ring_bytes || (pos & (SHMQ_FRAME_ALIGN - 1)) ||
+	    (len & (SHMQ_FRAME_ALIGN - 1)))
+		return false;
+	if (pos_before(head, end) || pos_before(pos, tail))
+		return false;
+	if (off + len > m->geo.ring_bytes)
+		fpos = pos + (m->geo.ring_bytes - off);
+	if (seal_committed(m, part, fpos))
+		return false;
+	if (claimed_by_other(m, i, part, pos, true))
+		return false;
+	return end == head || seal_committed(m, part, end) ||
+	       claimed_by_other(m, i, part, end, false);
+}
+
+static void wake_all(struct shmq_map *m)
+{
+	ck_pr_inc_32(&m->hdr->data_seq);
+	shmq__futex_wake_all(&m->hdr->data_seq);
+	ck_pr_inc_32(&m->hdr->space_seq);
+	shmq__futex_wake_all(&m->hdr->space_seq);
+}
+
+static void free_producer_slot(struct shmq_map *m, struct shmq_producer_slot *s)
+{
+	if (ck_pr_load_64(&s->revoked_pos) != SHMQ_POS_NONE) {
+		ck_pr_store_64(&s->revoked_pos, SHMQ_POS_NONE);
+		ck_pr_dec_32(&m->hdr->revoked);
+	}
+	if (ck_pr_load_32(&s->waiting)) {
+		ck_pr_store_32(&s->waiting, 0);
+		ck_pr_dec_32(&m->hdr->space_waiters);
+	}
+	ck_pr_store_64(&s->claim_pos, SHMQ_POS_NONE);
+	ck_pr_store_64(&s->owner.start_ticks, 0);
+	ck_pr_fence_store();
+	ck_pr_store_32(&s->owner.pid, 0);
+}
+
+static void free_member_slot(struct shmq_map *m, uint32_t i)
+{
+	struct shmq_member_slot *s = shmq__member_slot(m, i);
+	uint32_t p;
+
+	for (p = 0; p < m->geo.partitions; p++)
+		ck_pr_store_64(&shmq__part(m, p)->hold[i], SHMQ_POS_NONE);
+	if (ck_pr_load_32(&s->waiting)) {
+		ck_pr_store_32(&s->waiting, 0);
+		ck_pr_dec_32(&m->hdr->data_waiters);
+	}
+	ck_pr_store_64(&s->owner.start_ticks, 0);
+	ck_pr_fence_store();
+	ck_pr_store_32(&s->owner.pid, 0);
+}
+
+/* Revoke a live producer's claim: keep its bytes out of reuse, pad it. */
+static bool revoke(struct shmq_map *m, struct shmq_producer_slot *s,
+		   uint32_t part, uint64_t pos, uint32_t len)
+{
+	uint64_t fpos = pos, off = pos & m->mask;
+
+	if (off + len > m->geo.ring_bytes)
+		fpos = pos + (m->geo.ring_bytes - off);
+	/* Announce first, so that the tail walk stops at the claim. */
+	ck_pr_store_64(&s->revoked_pos, pos);
+	ck_pr_inc_32(&m->hdr->revoked);
+	shmq__ring_pad(m, part, pos, len);
+	/* If the producer's commit won the seal, the claim is its message. */
+	{
+		const struct shmq_frame *f = (const struct shmq_frame *)(shmq__ring(m, part) +
+									 (fpos & m->mask));
+		uint64_t seal = ck_pr_load_64(&f->seal);
+
+		if (!(seal & SHMQ_SEAL_PAD) || (seal & ~SHMQ_SEAL_FLAGS) != fpos) {
+			ck_pr_store_64(&s->revoked_pos, SHMQ_POS_NONE);
+			ck_pr_dec_32(&m->hdr->revoked);
+			return false;
+		}
+	}
+	return true;
+}
+
+void shmq__reap_topic(struct shmq_map *m, struct shmq_reap_state *st,
+		      uint64_t now_ns, struct shmq_reap_stats *stats)
+{
+	bool slow = (st->passes++ % SLOW_PASSES) == 0;
+	bool woke = false;
+	uint32_t i;
+
+	for (i = 0; i < SHMQ_MAX_PRODUCERS; i++) {
+		struct shmq_producer_slot *s = shmq__producer_slot(m, i);
+		struct shmq_reap_slot_memo *memo = &st->producer[i];
+		struct shmq_owner o;
+		uint64_t claim, revoked;
+		uint32_t part, len;
+
+		o.pid = ck_pr_load_32(&s->owner.pid);
+		if (!o.pid) {
+			memo->claim_pos = SHMQ_POS_NONE;
+			continue;
+		}
+		o.start_ticks = ck_pr_load_64(&s->owner.start_ticks);
+		claim = ck_pr_load_64(&s->claim_pos);
+		part = ck_pr_load_32(&s->claim_part);
+		len = ck_pr_load_32(&s->claim_len);
+		revoked = ck_pr_load_64(&s->revoked_pos);
+
+		if (claim == SHMQ_POS_NONE) {
+			memo->claim_pos = SHMQ_POS_NONE;
+			if ((slow || revoked != SHMQ_POS_NONE) && !shmq__owner_alive(&o)) {
+				free_producer_slot(m, s);
+				stats->dead_producers++;
+				woke = true;
+			}
+			continue;
+		}
+		if (claim != memo->claim_pos) {
+			memo->claim_pos = claim;
+			memo->first_seen_ns = now_ns;
+			continue;
+		}
+		if (!shmq__owner_alive(&o)) {
+			if (claim_abandoned(m, i, part, claim, len)) {
+				shmq__ring_pad(m, part, claim, len);
+				stats->padded_dead++;
+			}
+			free_producer_slot(m, s);
+			memo->claim_pos = SHMQ_POS_NONE;
+			stats->dead_producers++;
+			woke = true;
+			continue;
+		}
+		if (revoked == SHMQ_POS_NONE &&
+		    now_ns - memo->first_seen_ns >= (uint64_t)m->geo.stall_timeout_ms * 1000000 &&
+		    claim_abandoned(m, i, part, claim, len) &&
+		    revoke(m, s, part, claim, len)) {
+			stats->padded_stalled++;
+			woke = true;
+		}
+	}
+
+	for (i = 0; i < SHMQ_MAX_MEMBERS; i++) {
+		struct shmq_member_slot *s = shmq__member_slot(m, i);
+		struct shmq_owner o;
+
+		o.pid = ck_pr_load_32(&s->owner.pid);
+		if (!o.pid || !slow)
+			continue;
+		o.start_ticks = ck_pr_load_64(&s->owner.start_ticks);
+		if (shmq__owner_alive(&o))
+			continue;
+		free_member_slot(m, i);
+		stats->dead_members++;
+		woke = true;
+	}
+	if (woke)
+		wake_all(m);
+}

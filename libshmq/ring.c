@@ -1,0 +1,666 @@
+/*
+ * ring.c - the partition protocol: claim, commit, take, release.
+ *
+ * Overview
+ * --------
+ * A partition is a log of frames addressed by 64-bit byte positions that
+ * never wrap (they are the offsets users see).  The newest window of the log
+ * lives in a ring of ring_bytes (a power of two): the frame at position pos
+ * is stored at ring[pos & mask].  Four kinds of position matter:
+ *
+ *   tail <= horizon <= head
+ *
+ *   head     (partition header, producers)  end of the last claim.  A
+ *            producer claims [head, head + len) with a CAS on head.
+ *   tail     (partition header, producers)  oldest position whose frame is
+ *            intact.  Producers move it forward over committed frames
+ *            before they reuse the bytes below it.
+ *   cursor   (per group, members)  cursor[g].next is the next position the
+ *            group hands out.  Members take a frame with a CAS on it.
+ *   hold     (per member, that member)  hold[m] is a hazard: "member m may
+ *            be reading the frame at this position".
+ *
+ * horizon = min(cursor of every active group, every hold, head).  Nothing
+ * at or above the horizon may be overwritten; the producers' tail walk
+ * stops there.  A group that does not consume therefore holds the ring,
+ * and the topic's full policy (block or fail) decides what producers do.
+ *
+ * Claiming.  A claim is contiguous.  A frame never crosses the end of the
+ * ring: when it would, the claim also covers the rest of the ring, which
+ * the producer seals as a padding frame.  Before its CAS on head, the
+ * producer records (partition, position, length) in its slot, so that shmqd
+ * can pad the claim over if the producer dies before committing (reap.c).
+ *
+ * Committing.  The producer writes the header and payload, then publishes
+ * the seal (pos | COMMITTED, plus PAD for padding) with a CAS from the value
+ * it found there when it claimed.  shmqd pads an abandoned or stalled claim
+ * with the same CAS, so exactly one of them decides what the frame is; the
+ * loser of the race learns it (a late commit returns SHMQ_EREVOKED).
+ *
+ * Taking.  A member reads cursor.next = x, publishes hold = x, decodes the
+ * frame at x and takes it with CAS(cursor.next, x, x + size).  The CAS is
+ * also the validation: if it succeeds, the cursor was still x, so no
+ * producer could have reused x (horizon <= cursor), and from then on the
+ * hold keeps it intact until release.  If it fails, whatever was decoded
+ * is discarded.
+ *
+ * Moving the tail and moving a cursor.  A producer that needs room walks
+ * the tail forward over committed frames below the horizon; a member that
+ * seeks (or starts a group) moves a cursor to a position that must not be
+ * below the tail.  Both happen under the partition's tail lock, a spinlock
+ * word holding the owner's pid (a dead owner's lock is taken over).  The
+ * lock is on the slow paths only: producers reach make_room() once per
+ * eighth of a ring, and seeks are rare.  A lock-free alternative (hazard
+ * publication plus re-check on both sides) was tried on paper and rejected:
+ * a producer that sees a joiner's hazard only after publishing a tail past
+ * it cannot take the tail back, and other producers already trust it.
+ *
+ * Invariants (shmq__ring_check tests them)
+ * ----------------------------------------
+ * - tail <= every active cursor <= head, and head - tail <= ring_bytes.
+ * - Frames between tail and head are back to back: each frame's size leads
+ *   to the next frame; every frame below the horizon is committed.
+ * - A committed frame's seal carries its own position, so a reader never
+ *   mistakes a frame from an earlier lap for the one it expects.
+ *
+ * Memory ordering
+ * ---------------
+ * - Producer: header and payload stores, then the seal CAS (a full barrier
+ *   on every ck target; it is the release that publishes the frame).
+ * - Reader: seal load, then ck_pr_fence_load() (acquire) before the header
+ *   fields and payload.
+ * - Member: hold store, then cursor CAS (full barrier): a producer that
+ *   sees the advanced cursor also sees the hold.  Producers read cursors
+ *   before holds, with a load fence in between.
+ * - Tail lock: acquired with a CAS (full barrier), released with a store
+ *   after ck_pr_fence_release(); what was read and written under it is
+ *   ordered before the next owner's critical section.
+ * - Sleepers (wait.c words in the segment header): a waiter increments the
+ *   waiter count (atomic, full barrier) and re-checks the condition before
+ *   it sleeps; the side that changes the condition fences and then reads
+ *   the count.  Dekker's pattern: one of the two always sees the other.
+ *
+ * Failure and recovery
+ * --------------------
+ * Every value read from shared memory is bounds-checked before it is used:
+ * positions are masked into the ring, sizes are checked against the ring and
+ * the topic's maximum, and an inconsistent partition makes calls return
+ * SHMQ_ECORRUPT rather than read out of bounds.  A producer that dies
+ * between claim and commit leaves an unsealed frame; shmqd pads it (reap.c).
+ * A member that dies leaves a hold; shmqd clears it.
+ */
+#include <errno.h>
+#include <sched.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <ck_pr.h>
+
+#include "shmq_int.h"
+
+/* Is a before b in the (never wrapping, but compared modularly) log? */
+static inline bool pos_before(uint64_t a, uint64_t b)
+{
+	return (int64_t)(a - b) < 0;
+}
+
+int shmq__frame_decode(const uint8_t *ring, uint64_t ring_bytes, uint64_t pos,
+		       uint32_t max_frame, struct shmq_frame_view *v)
+{
+	const struct shmq_frame *f;
+	uint64_t off, seal;
+	uint32_t size, value_len;
+	uint16_t key_len;
+
+	if (pos & (SHMQ_FRAME_ALIGN - 1))
+		return SHMQ_FRAME_BAD;
+	off = pos & (ring_bytes - 1);
+	f = (const struct shmq_frame *)(ring + off);
+
+	seal = ck_pr_load_64(&f->seal);
+	if ((seal & ~SHMQ_SEAL_FLAGS) != pos || !(seal & SHMQ_SEAL_COMMITTED))
+		return SHMQ_FRAME_PENDING;
+	/* Acquire: the header and payload were written before the seal. */
+	ck_pr_fence_load();
+
+	size = ck_pr_load_32(&f->size);
+	if (size < SHMQ_FRAME_HEADER || (size & (SHMQ_FRAME_ALIGN - 1)) ||
+	    size > ring_bytes - off)
+		return SHMQ_FRAME_BAD;
+	v->pos = pos;
+	v->size = size;
+	if (seal & SHMQ_SEAL_PAD) {
+		v->pad = true;
+		v->key_len = 0;
+		v->value_len = 0;
+		v->key = v->value = NULL;
+		v->timestamp_ns = 0;
+		return SHMQ_FRAME_OK;
+	}
+	key_len = ck_pr_load_16(&f->key_len);
+	value_len = ck_pr_load_32(&f->value_len);
+	if (size > max_frame ||
+	    shmq__frame_bytes(key_len, value_len) != size)
+		return SHMQ_FRAME_BAD;
+	v->pad = false;
+	v->key_len = key_len;
+	v->value_len = value_len;
+	v->timestamp_ns = ck_pr_load_64(&f->timestamp_ns);
+	v->key = ring + off + SHMQ_FRAME_HEADER;
+	v->value = v->key + key_len;
+	return SHMQ_FRAME_OK;
+}
+
+/*
+ * The lowest position any active group (g == UINT32_MAX) or group g still
+ * needs.  A cursor or hold more than a ring behind head, or ahead of it,
+ * cannot come from a working process: SHMQ_ECORRUPT.
+ */
+static int horizon_of(struct shmq_map *m, uint32_t part, uint32_t g,
+		      uint64_t *out)
+{
+	struct shmq_part_header *ph = shmq__part(m, part);
+	uint64_t head = ck_pr_load_64(&ph->head);
+	uint64_t h = head, cap = m->geo.ring_bytes;
+	uint32_t i;
+
+	for (i = 0; i < SHMQ_MAX_GROUPS; i++) {
+		uint64_t n;
+
+		if (g != UINT32_MAX && i != g)
+			continue;
+		if (ck_pr_load_32(&shmq__group(m, i)->state) != SHMQ_GROUP_ACTIVE)
+			continue;
+		n = ck_pr_load_64(&ph->cursor[i].next);
+		if (head - n > cap)
+			return shmq__fail(SHMQ_ECORRUPT,
+					  "partition %u: group %u cursor %llu is not within a ring of head %llu",
+					  part, i, (unsigned long long)n,
+					  (unsigned long long)head);
+		if (pos_before(n, h))
+			h = n;
+	}
+	/* Cursors before holds: a member stores its hold before its cursor CAS. */
+	ck_pr_fence_load();
+	for (i = 0; i < SHMQ_MAX_MEMBERS; i++) {
+		uint64_t x = ck_pr_load_64(&ph->hold[i]);
+
+		if (x == SHMQ_POS_NONE)
+			continue;
+		if (g != UINT32_MAX &&
+		    ck_pr_load_32(&shmq__member_slot(m, i)->group) != g)
+			continue;
+		/*
+		 * A hold may lag behind a cursor another member moved; it is
+		 * still a hazard.  One further than a ring from head belongs
+		 * to a take that will fail its cursor CAS: ignore it.
+		 */
+		if (head - x > cap)
+			continue;
+		if (pos_before(x, h))
+			h = x;
+	}
+	*out = h;
+	return 0;
+}
+
+uint64_t shmq__ring_horizon(struct shmq_map *m, uint32_t part, uint32_t g)
+{
+	uint64_t h;
+
+	if (horizon_of(m, part, g, &h))
+		return ck_pr_load_64(&shmq__part(m, part)->head);
+	return h;
+}
+
+/* Does a stalled producer still own the padded claim starting at t? */
+static bool revoked_at(struct shmq_map *m, uint32_t part, uint64_t t)
+{
+	uint32_t i;
+
+	if (!ck_pr_load_32(&m->hdr->revoked))
+		return false;
+	for (i = 0; i < SHMQ_MAX_PRODUCERS; i++) {
+		struct shmq_producer_slot *s = shmq__producer_slot(m, i);
+
+		if (ck_pr_load_64(&s->revoked_pos) == t &&
+		    ck_pr_load_32(&s->claim_part) == part)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * The tail lock.  Held for a bounded walk of frame headers or a seek, so
+ * waiters spin with a pause and yield; one that waits long checks whether
+ * the owner still exists and takes the lock over from a dead one.
+ */
+static void tail_lock(struct shmq_part_header *ph)
+{
+	uint32_t me = (uint32_t)getpid(), spins = 0;
+
+	for (;;) {
+		uint32_t owner = ck_pr_load_32(&ph->tail_lock);
+
+		if (owner == 0) {
+			if (ck_pr_cas_32(&ph->tail_lock, 0, me))
+				return;
+			continue;
+		}
+		if (++spins < 64) {
+			ck_pr_stall();
+			continue;
+		}
+		if ((spins & 1023) == 0) {
+			struct shmq_owner o = { .pid = owner };
+
+			if (!shmq__owner_alive(&o) &&
+			    ck_pr_cas_32(&ph->tail_lock, owner, me))
+				return;
+		}
+		sched_yield();
+	}
+}
+
+static void tail_unlock(struct shmq_part_header *ph)
+{
+	ck_pr_fence_release();
+	ck_pr_store_32(&ph->tail_lock, 0);
+}
+
+/* How far past the needed room a walk goes, so that claims stay fast. */
+#define WALK_AHEAD_MAX (256u << 10)
+
+/*
+ * Make room so that a claim may end at `end`: move the tail to at least
+ * end - ring_bytes over committed frames below the horizon.  Walks a little
+ * further so that the next claims find room without coming here.  Sets
+ * *limit to the furthest end now allowed.
+ */
+static int make_room(struct shmq_map *m, uint32_t part, uint64_t end,
+		     uint64_t *limit)
+{
+	struct shmq_part_header *ph = shmq__part(m, part);
+	const uint8_t *ring = shmq__ring(m, part);
+	uint64_t cap = m->geo.ring_bytes;
+	uint64_t ahead = cap / 8 < WALK_AHEAD_MAX ? cap / 8 : WALK_AHEAD_MAX;
+	uint64_t need = end - cap, goal = need + ahead;
+	uint64_t head, tail, t, h;
+	uint32_t max_frame = shmq__max_frame(m);
+	int rc = 0;
+
+	/*
+	 * Every tail was published under the lock with a horizon that
+	 * included every cursor, so a tail that is far enough is usable
+	 * without the lock.
+	 */
+	tail = ck_pr_load_64(&ph->tail);
+	if (!pos_before(tail, need))
+		goto enough;
+
+	tail_lock(ph);
+	tail = ck_pr_load_64(&ph->tail);
+	head = ck_pr_load_64(&ph->head);
+	if (head - tail > cap) {
+		rc = shmq__fail(SHMQ_ECORRUPT, "partition %u: tail %llu and head %llu are more than a ring apart",
+				part, (unsigned long long)tail, (unsigned long long)head);
+		goto out;
+	}
+	if (!pos_before(tail, need))
+		goto out;
+	rc = horizon_of(m, part, UINT32_MAX, &h);
+	if (rc)
+		goto out;
+	for (t = tail; pos_before(t, goal) && pos_before(t, h);) {
+		struct shmq_frame_view v;
+		int st;
+
+		if (revoked_at(m, part, t))
+			break;
+		st = shmq__frame_decode(ring, cap, t, max_frame, &v);
+		if (st == SHMQ_FRAME_PENDING)
+			break; /* a claim not yet committed: not ours to reuse */
+		if (st == SHMQ_FRAME_BAD) {
+			rc = shmq__fail(SHMQ_ECORRUPT, "partition %u: bad frame at %llu",
+					part, (unsigned long long)t);
+			goto out;
+		}
+		t += v.size;
+	}
+	if (t != tail)
+		ck_pr_store_64(&ph->tail, t);
+	tail = t;
+	if (pos_before(t, need))
+		rc = -EAGAIN;
+out:
+	tail_unlock(ph);
+	if (rc)
+		return rc;
+enough:
+	*limit = tail + cap;
+	return 0;
+}
+
+/* Seal the frame at pos as padding of size bytes, unless already sealed. */
+static void seal_pad(uint8_t *ring, uint64_t mask, uint64_t pos, uint32_t size)
+{
+	struct shmq_frame *f = (struct shmq_frame *)(ring + (pos & mask));
+	uint64_t seen = ck_pr_load_64(&f->seal);
+
+	if ((seen & ~SHMQ_SEAL_FLAGS) == pos && (seen & SHMQ_SEAL_COMMITTED))
+		return;
+	ck_pr_store_32(&f->size, size);
+	ck_pr_store_16(&f->key_len, 0);
+	ck_pr_store_32(&f->value_len, 0);
+	/* The CAS publishes size (full barrier). */
+	ck_pr_cas_64(&f->seal, seen, pos | SHMQ_SEAL_COMMITTED | SHMQ_SEAL_PAD);
+}
+
+void shmq__ring_pad(struct shmq_map *m, uint32_t part, uint64_t pos, uint32_t len)
+{
+	uint8_t *ring = shmq__ring(m, part);
+	uint64_t cap = m->geo.ring_bytes, off = pos & m->mask;
+
+	if (off + len > cap) {
+		seal_pad(ring, m->mask, pos, (uint32_t)(cap - off));
+		len -= (uint32_t)(cap - off);
+		pos += cap - off;
+	}
+	seal_pad(ring, m->mask, pos, len);
+}
+
+/* Sleep until a consumer frees space or deadline passes.  Pairs with release. */
+static void wait_for_space(struct shmq_map *m, struct shmq_producer_slot *slot,
+			   uint32_t part, uint64_t end, uint64_t *limit,
+			   uint64_t deadline)
+{
+	struct shmq_seg_header *hdr = m->hdr;
+	uint32_t seq = ck_pr_load_32(&hdr->space_seq);
+	uint64_t now, slice;
+
+	ck_pr_store_32(&slot->waiting, 1);
+	ck_pr_inc_32(&hdr->space_waiters); /* atomic: a full barrier */
+	if (make_room(m, part, end, limit) == -EAGAIN &&
+	    !ck_pr_load_32(&hdr->deleted)) {
+		now = shmq__mono_ns();
+		/*
+		 * Sleep in slices: a claim that blocks the tail walk is not
+		 * released by a consumer, so nobody wakes us when it commits.
+		 */
+		slice = 2000000;
+		if (deadline != UINT64_MAX && deadline - now < slice)
+			slice = deadline > now ? deadline - now : 0;
+		if (slice)
+			shmq__futex_wait(&hdr->space_seq, seq, slice);
+	}
+	ck_pr_dec_32(&hdr->space_waiters);
+	ck_pr_store_32(&slot->waiting, 0);
+}
+
+int shmq__ring_claim(struct shmq_map *m, struct shmq_producer_slot *slot,
+		     uint32_t part, uint32_t frame_len, int timeout_ms,
+		     bool busy_wait, uint64_t *limit_cache,
+		     struct shmq_ring_claim *c)
+{
+	struct shmq_part_header *ph = shmq__part(m, part);
+	uint64_t cap = m->geo.ring_bytes, deadline = 0;
+	uint64_t head, off, len, fpos, end;
+	struct shmq_frame *f;
+	uint8_t *ring = shmq__ring(m, part);
+	int rc;
+
+	for (;;) {
+		head = ck_pr_load_64(&ph->head);
+		off = head & m->mask;
+		if (head & (SHMQ_FRAME_ALIGN - 1))
+			return shmq__fail(SHMQ_ECORRUPT, "partition %u: head %llu is not aligned",
+					  part, (unsigned long long)head);
+		len = frame_len;
+		fpos = head;
+		if (off + frame_len > cap) {
+			/* The frame would cross the end: pad to it, start at 0. */
+			len += cap - off;
+			fpos = head + (cap - off);
+		}
+		end = head + len;
+		if (pos_before(*limit_cache, end)) {
+			rc = make_room(m, part, end, limit_cache);
+			if (rc == 0)
+				continue;
+			if (rc != -EAGAIN)
+				return rc;
+			if (ck_pr_load_32(&m->hdr->deleted))
+				return SHMQ_EDELETED;
+			if (m->geo.full_policy == SHMQ_FULL_FAIL || timeout_ms == 0)
+				return -EAGAIN;
+			if (!deadline)
+				deadline = timeout_ms < 0 ? UINT64_MAX :
+					shmq__mono_ns() + (uint64_t)timeout_ms * 1000000;
+			if (deadline != UINT64_MAX && shmq__mono_ns() >= deadline)
+				return -EAGAIN;
+			if (busy_wait)
+				ck_pr_stall();
+			else
+				wait_for_space(m, slot, part, end, limit_cache, deadline);
+			continue;
+		}
+		/* Record the claim before making it, for shmqd (reap.c). */
+		ck_pr_store_32(&slot->claim_part, part);
+		ck_pr_store_32(&slot->claim_len, (uint32_t)len);
+		ck_pr_store_64(&slot->claim_pos, head);
+		ck_pr_fence_store_atomic();
+		if (ck_pr_cas_64(&ph->head, head, end))
+			break;
+	}
+
+	if (fpos != head)
+		seal_pad(ring, m->mask, head, (uint32_t)(cap - off));
+
+	f = (struct shmq_frame *)(ring + (fpos & m->mask));
+	c->part = part;
+	c->pos = head;
+	c->len = (uint32_t)len;
+	c->frame_pos = fpos;
+	c->frame_len = frame_len;
+	c->seal_seen = ck_pr_load_64(&f->seal);
+	ck_pr_store_32(&f->size, frame_len);
+	return 0;
+}
+
+int shmq__ring_commit(struct shmq_map *m, struct shmq_producer_slot *slot,
+		      const struct shmq_ring_claim *c, bool pad)
+{
+	struct shmq_seg_header *hdr = m->hdr;
+	struct shmq_frame *f = (struct shmq_frame *)(shmq__ring(m, c->part) +
+						     (c->frame_pos & m->mask));
+	uint64_t want = c->frame_pos | SHMQ_SEAL_COMMITTED | (pad ? SHMQ_SEAL_PAD : 0);
+	uint64_t seen = c->seal_seen;
+	int rc = 0;
+
+	if ((seen & ~SHMQ_SEAL_FLAGS) == c->frame_pos && (seen & SHMQ_SEAL_COMMITTED)) {
+		/* shmqd padded it before we even looked at the seal. */
+		rc = SHMQ_EREVOKED;
+	} else {
+		if (pad) {
+			ck_pr_store_16(&f->key_len, 0);
+			ck_pr_store_32(&f->value_len, 0);
+		}
+		/*
+		 * The CAS is the release that publishes header and payload,
+		 * and the full barrier that orders the seal before the load
+		 * of data_waiters below (pairs with the consumer's increment
+		 * of data_waiters before its last look).
+		 */
+		if (!ck_pr_cas_64(&f->seal, seen, want))
+			rc = SHMQ_EREVOKED;
+	}
+	ck_pr_store_64(&slot->claim_pos, SHMQ_POS_NONE);
+	if (rc == SHMQ_EREVOKED &&
+	    ck_pr_load_64(&slot->revoked_pos) != SHMQ_POS_NONE) {
+		/* Let the tail walk pass our padded claim: we no longer write. */
+		ck_pr_store_64(&slot->revoked_pos, SHMQ_POS_NONE);
+		ck_pr_dec_32(&hdr->revoked);
+	}
+	if (rc == 0 && ck_pr_load_32(&hdr->data_waiters)) {
+		ck_pr_inc_32(&hdr->data_seq);
+		shmq__futex_wake_all(&hdr->data_seq);
+	}
+	return rc;
+}
+
+void shmq__ring_wake_consumers(struct shmq_map *m)
+{
+	ck_pr_fence_memory();
+	if (ck_pr_load_32(&m->hdr->data_waiters)) {
+		ck_pr_inc_32(&m->hdr->data_seq);
+		shmq__futex_wake_all(&m->hdr->data_seq);
+	}
+}
+
+int shmq__ring_take(struct shmq_map *m, uint32_t part, uint32_t g,
+		    uint32_t member, struct shmq_frame_view *v)
+{
+	struct shmq_part_header *ph = shmq__part(m, part);
+	struct shmq_cursor *cur = &ph->cursor[g];
+	uint64_t *hold = &ph->hold[member];
+	const uint8_t *ring = shmq__ring(m, part);
+	uint64_t cap = m->geo.ring_bytes;
+	uint32_t max_frame = shmq__max_frame(m);
+
+	for (;;) {
+		uint64_t x = ck_pr_load_64(&cur->next);
+		int rc;
+
+		ck_pr_store_64(hold, x);
+		rc = shmq__frame_decode(ring, cap, x, max_frame, v);
+		if (rc == SHMQ_FRAME_PENDING) {
+			uint64_t head = ck_pr_load_64(&ph->head);
+
+			ck_pr_store_64(hold, SHMQ_POS_NONE);
+			if (head - x > cap)
+				return SHMQ_ECORRUPT;
+			return -EAGAIN;
+		}
+		if (rc == SHMQ_FRAME_BAD) {
+			ck_pr_store_64(hold, SHMQ_POS_NONE);
+			/* A stale read the cursor already left is not corruption. */
+			if (ck_pr_load_64(&cur->next) != x)
+				continue;
+			return SHMQ_ECORRUPT;
+		}
+		/* Take it; the CAS also proves that what we decoded was stable. */
+		if (!ck_pr_cas_64(&cur->next, x, x + v->size))
+			continue;
+		if (v->pad)
+			continue;
+		return 0;
+	}
+}
+
+void shmq__ring_release(struct shmq_map *m, uint32_t part, uint32_t member)
+{
+	struct shmq_seg_header *hdr = m->hdr;
+
+	/* Our reads of the frame are done before the space may be reused. */
+	ck_pr_fence_release();
+	ck_pr_store_64(&shmq__part(m, part)->hold[member], SHMQ_POS_NONE);
+	/* Hold store before the waiter count (pairs with wait_for_space). */
+	ck_pr_fence_store_load();
+	if (ck_pr_load_32(&hdr->space_waiters)) {
+		ck_pr_inc_32(&hdr->space_seq);
+		shmq__futex_wake_all(&hdr->space_seq);
+	}
+}
+
+int shmq__ring_seek(struct shmq_map *m, uint32_t part, uint32_t g,
+		    uint64_t pos)
+{
+	struct shmq_part_header *ph = shmq__part(m, part);
+	uint64_t cap = m->geo.ring_bytes, head, tail, j;
+	struct shmq_frame_view v;
+	int rc = 0;
+
+	tail_lock(ph);
+	head = ck_pr_load_64(&ph->head);
+	tail = ck_pr_load_64(&ph->tail);
+	if (head - tail > cap) {
+		rc = shmq__fail(SHMQ_ECORRUPT, "partition %u: tail and head more than a ring apart", part);
+		goto out;
+	}
+	if (pos == SHMQ_OFFSET_EARLIEST)
+		j = tail;
+	else if (pos == SHMQ_OFFSET_LATEST)
+		j = head;
+	else
+		j = pos;
+	if (pos_before(j, tail)) {
+		rc = shmq__fail(SHMQ_EGONE, "offset %llu of partition %u is older than the ring holds (oldest %llu)",
+				(unsigned long long)j, part, (unsigned long long)tail);
+		goto out;
+	}
+	if (pos_before(head, j) || (j & (SHMQ_FRAME_ALIGN - 1)) ||
+	    (j != head && j != tail &&
+	     shmq__frame_decode(shmq__ring(m, part), cap, j, shmq__max_frame(m),
+				&v) != SHMQ_FRAME_OK)) {
+		rc = shmq__fail(-EINVAL, "offset %llu is not a message boundary of partition %u",
+				(unsigned long long)j, part);
+		goto out;
+	}
+	/* Members racing on the cursor fail their CAS and re-read it. */
+	ck_pr_store_64(&ph->cursor[g].next, j);
+out:
+	tail_unlock(ph);
+	return rc;
+}
+
+int shmq__ring_check(struct shmq_map *m, uint32_t part)
+{
+	struct shmq_part_header *ph = shmq__part(m, part);
+	const uint8_t *ring = shmq__ring(m, part);
+	uint64_t cap = m->geo.ring_bytes;
+	uint64_t head = ck_pr_load_64(&ph->head);
+	uint64_t tail = ck_pr_load_64(&ph->tail);
+	uint64_t t, h;
+	uint32_t g;
+	int rc;
+
+	if (head - tail > cap)
+		return shmq__fail(SHMQ_ECORRUPT, "partition %u: head %llu - tail %llu exceeds the ring",
+				  part, (unsigned long long)head, (unsigned long long)tail);
+	rc = horizon_of(m, part, UINT32_MAX, &h);
+	if (rc)
+		return rc;
+	if (pos_before(h, tail))
+		return shmq__fail(SHMQ_ECORRUPT, "partition %u: horizon %llu below tail %llu",
+				  part, (unsigned long long)h, (unsigned long long)tail);
+	for (g = 0; g < SHMQ_MAX_GROUPS; g++) {
+		uint64_t n;
+
+		if (ck_pr_load_32(&shmq__group(m, g)->state) != SHMQ_GROUP_ACTIVE)
+			continue;
+		n = ck_pr_load_64(&ph->cursor[g].next);
+		if (pos_before(n, tail) || pos_before(head, n))
+			return shmq__fail(SHMQ_ECORRUPT, "partition %u: group %u cursor %llu outside [%llu, %llu]",
+					  part, g, (unsigned long long)n,
+					  (unsigned long long)tail, (unsigned long long)head);
+	}
+	for (t = tail; pos_before(t, head);) {
+		struct shmq_frame_view v;
+
+		rc = shmq__frame_decode(ring, cap, t, shmq__max_frame(m), &v);
+		if (rc == SHMQ_FRAME_BAD)
+			return shmq__fail(SHMQ_ECORRUPT, "partition %u: bad frame at %llu",
+					  part, (unsigned long long)t);
+		if (rc == SHMQ_FRAME_PENDING) {
+			if (pos_before(t, h))
+				return shmq__fail(SHMQ_ECORRUPT, "partition %u: uncommitted frame at %llu below the horizon %llu",
+						  part, (unsigned long long)t, (unsigned long long)h);
+			return 0; /* a claim in progress: cannot walk past it */
+		}
+		t += v.size;
+	}
+	if (t != head)
+		return shmq__fail(SHMQ_ECORRUPT, "partition %u: frames end at %llu, head is %llu",
+				  part, (unsigned long long)t, (unsigned long long)head);
+	return 0;
+}
