@@ -8,7 +8,7 @@
 #   make bench      benchmarks (never part of check)
 #   make fuzz       build the libFuzzer targets (clang)
 #   make install / uninstall   honour PREFIX and DESTDIR
-#   V=1 shows commands; WERROR=1 adds -Werror.
+#   V=1 shows commands; WERROR=1 (or CI=true) adds -Werror.
 #
 # Objects go to build/<flavour>/ so that sanitizer builds never mix with the
 # plain one.
@@ -22,7 +22,8 @@ DESTDIR ?=
 
 CC ?= cc
 SAN ?=
-WERROR ?=
+# Warnings are errors in CI (which sets CI=true) or with WERROR=1.
+WERROR ?= $(if $(filter true 1,$(CI)),1)
 PKG_CONFIG ?= pkg-config
 
 comma := ,
