@@ -151,7 +151,7 @@ struct shmq_topic_opts {
 	size_t size;		  /* sizeof(struct shmq_topic_opts) */
 	uint32_t partitions;	  /* 1 .. SHMQ_MAX_PARTITIONS, default 1 */
 	uint64_t ring_bytes;	  /* power of two, SHMQ_RING_MIN .. MAX, default 1 MiB */
-	uint32_t max_message;	  /* largest key+value, default ring_bytes/4, at most ring_bytes/2 */
+	uint32_t max_message;	  /* largest key+value, default ring_bytes/4, at most ring_bytes/2 - 32 */
 	int full_policy;	  /* enum shmq_full_policy, default BLOCK */
 	int numa_node;		  /* bind the rings to this node, -1 = none */
 	uint32_t mode;		  /* segment permission bits, default 0600 */

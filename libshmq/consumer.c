@@ -14,9 +14,10 @@
  * Group creation and the choice of the starting position happen under the
  * segment's registration mutex (a robust process-shared mutex: a member
  * that dies holding it does not wedge the topic).  A new group is made
- * active with every cursor at head, then each cursor moves to where the
- * member asked (ring.c's seek, under the partition's tail lock), so a
- * producer never sees an active group with a cursor it may have overwritten.
+ * active with every cursor at SHMQ_POS_NONE, which producers ignore; then
+ * each cursor moves to where the member asked (ring.c's seek, under the
+ * partition's tail lock, so no producer moves the tail past it meanwhile).
+ * From that moment the cursor holds the partition.
  * When the group already has live members, the new member simply shares
  * their position.
  *
@@ -118,9 +119,8 @@ static int find_or_create_group(struct shmq_map *m, const char *name,
 		gs->created_ns = shmq__now_ns();
 		for (p = 0; p < m->geo.partitions; p++) {
 			struct shmq_part_header *ph = shmq__part(m, p);
-			uint64_t head = ck_pr_load_64(&ph->head);
 
-			ck_pr_store_64(&ph->cursor[g].next, head);
+			ck_pr_store_64(&ph->cursor[g].next, SHMQ_POS_NONE);
 			ck_pr_store_64(&ph->cursor[g].committed, 0);
 		}
 		/* Name and cursors before the state that makes producers look. */
@@ -239,8 +239,12 @@ int shmq_consumer_open(shmq_client_t *client, const char *topic,
 		goto fail;
 	if (created || !group_has_live_member(&c->map, c->group, c->member)) {
 		rc = place_group(&c->map, c->group, from, offset, created);
-		if (rc)
+		if (rc) {
+			if (created)
+				ck_pr_store_32(&shmq__group(&c->map, c->group)->state,
+					       SHMQ_GROUP_FREE);
 			goto fail;
+		}
 	}
 	ck_pr_store_32(&c->slot->group, c->group);
 	shmq__seg_unlock(&c->map);

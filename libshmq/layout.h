@@ -86,6 +86,14 @@ _Static_assert(offsetof(struct shmq_frame, seal) == 0, "seal first");
 _Static_assert(offsetof(struct shmq_frame, size) == 8, "size");
 _Static_assert(offsetof(struct shmq_frame, timestamp_ns) == 24, "timestamp");
 
+/*
+ * The largest key + value a ring admits.  A claim that meets the end of the
+ * ring also covers the rest of it as padding: at worst (ring - off) + frame
+ * bytes with off > ring - frame.  With frame <= ring / 2 that always fits in
+ * an empty ring.
+ */
+#define SHMQ_MAX_MESSAGE_LIMIT(ring_bytes) ((ring_bytes) / 2 - SHMQ_FRAME_HEADER)
+
 /* A position no frame has: "no claim", "no hold". */
 #define SHMQ_POS_NONE UINT64_MAX
 

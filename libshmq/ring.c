@@ -172,6 +172,8 @@ static int horizon_of(struct shmq_map *m, uint32_t part, uint32_t g,
 		if (ck_pr_load_32(&shmq__group(m, i)->state) != SHMQ_GROUP_ACTIVE)
 			continue;
 		n = ck_pr_load_64(&ph->cursor[i].next);
+		if (n == SHMQ_POS_NONE)
+			continue; /* a group being placed: see consumer.c */
 		if (head - n > cap)
 			return shmq__fail(SHMQ_ECORRUPT,
 					  "partition %u: group %u cursor %llu is not within a ring of head %llu",
@@ -537,9 +539,16 @@ int shmq__ring_take(struct shmq_map *m, uint32_t part, uint32_t g,
 			uint64_t head = ck_pr_load_64(&ph->head);
 
 			ck_pr_store_64(hold, SHMQ_POS_NONE);
-			if (head - x > cap)
-				return SHMQ_ECORRUPT;
-			return -EAGAIN;
+			if (head - x <= cap)
+				return -EAGAIN;
+			/*
+			 * x more than a ring behind head: either we were
+			 * preempted and other members moved the cursor on
+			 * (then x is stale), or the cursor is garbage.
+			 */
+			if (ck_pr_load_64(&cur->next) != x)
+				continue;
+			return SHMQ_ECORRUPT;
 		}
 		if (rc == SHMQ_FRAME_BAD) {
 			ck_pr_store_64(hold, SHMQ_POS_NONE);
@@ -639,6 +648,8 @@ int shmq__ring_check(struct shmq_map *m, uint32_t part)
 		if (ck_pr_load_32(&shmq__group(m, g)->state) != SHMQ_GROUP_ACTIVE)
 			continue;
 		n = ck_pr_load_64(&ph->cursor[g].next);
+		if (n == SHMQ_POS_NONE)
+			continue;
 		if (pos_before(n, tail) || pos_before(head, n))
 			return shmq__fail(SHMQ_ECORRUPT, "partition %u: group %u cursor %llu outside [%llu, %llu]",
 					  part, g, (unsigned long long)n,

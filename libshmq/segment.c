@@ -285,10 +285,10 @@ int shmq__topic_params_check(struct shmq_topic_params *p)
 				  (unsigned long long)SHMQ_RING_MIN,
 				  (unsigned long long)SHMQ_RING_MAX);
 	/* Half a ring at most, so that a frame and its wrap padding fit. */
-	if (p->max_message > p->ring_bytes / 2)
-		return shmq__fail(-EINVAL, "max_message %u exceeds ring_bytes/2 (%llu)",
+	if (p->max_message > SHMQ_MAX_MESSAGE_LIMIT(p->ring_bytes))
+		return shmq__fail(-EINVAL, "max_message %u exceeds half the ring less a frame header (%llu)",
 				  p->max_message,
-				  (unsigned long long)(p->ring_bytes / 2));
+				  (unsigned long long)SHMQ_MAX_MESSAGE_LIMIT(p->ring_bytes));
 	if ((p->mode & ~SHMQ_MODE_ALLOWED) ||
 	    (p->mode & SHMQ_MODE_OWNER_RW) != SHMQ_MODE_OWNER_RW)
 		return shmq__fail(-EINVAL,
@@ -396,7 +396,7 @@ int shmq__segment_validate(const void *base, size_t bytes,
 		return SHMQ_ESIZE;
 	if (!ring_bytes_ok(g.ring_bytes))
 		return SHMQ_ESIZE;
-	if (g.max_message == 0 || g.max_message > g.ring_bytes / 2)
+	if (g.max_message == 0 || g.max_message > SHMQ_MAX_MESSAGE_LIMIT(g.ring_bytes))
 		return SHMQ_ESIZE;
 	if (!full_policy_ok(g.full_policy))
 		return SHMQ_ESIZE;

@@ -273,7 +273,8 @@ bool shmq__owner_alive(const struct shmq_owner *owner)
 	/* 'x' is how kernels before 3.13 spelled 'X' (dead). */
 	if (state == 'Z' || state == 'X' || state == 'x')
 		return false;
-	return ticks == owner->start_ticks;
+	/* 0: the slot's owner has not recorded its start time yet. */
+	return owner->start_ticks == 0 || ticks == owner->start_ticks;
 }
 
 /*
