@@ -627,8 +627,9 @@ int shmq__ring_check(struct shmq_map *m, uint32_t part)
 	struct shmq_part_header *ph = shmq__part(m, part);
 	const uint8_t *ring = shmq__ring(m, part);
 	uint64_t cap = m->geo.ring_bytes;
-	uint64_t head = ck_pr_load_64(&ph->head);
+	/* Tail first: it never passes a head read after it. */
 	uint64_t tail = ck_pr_load_64(&ph->tail);
+	uint64_t head = ck_pr_load_64(&ph->head);
 	uint64_t t, h;
 	uint32_t g;
 	int rc;

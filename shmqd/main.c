@@ -1,0 +1,409 @@
+/*
+ * main.c - shmqd: arguments, the directory lock, signals and the event loop.
+ *
+ * Overview
+ *   shmqd --dir DIR serves one namespace.  At start it takes DIR's lock,
+ *   adopts the topics it finds (topics.c), opens the control socket
+ *   (control.c), and then loops: poll the socket and a signalfd with a
+ *   timeout of the reap interval, serve requests, and run the reaper
+ *   (reap.c) whenever the interval has passed.  One thread does it all.
+ *
+ * Invariants
+ *   - One shmqd per directory: DIR/shmqd.lock is held with flock(LOCK_EX)
+ *     for the daemon's whole life, and holds its pid as text so that a
+ *     second daemon can say whom it collided with.  The kernel drops the
+ *     lock when the daemon dies in any way, so a stale lock is impossible;
+ *     the file itself is never removed (removing it would let two daemons
+ *     lock two different files of the same name).
+ *   - Everything that assumes no other daemon is alive (unlinking a stale
+ *     control socket, adopting segments) happens after the lock is taken.
+ *   - Topics are adopted before the socket listens, so a client never sees
+ *     a daemon that answers but does not yet know its topics.
+ *   - Signals are taken through a signalfd polled with everything else, so
+ *     that shutdown runs in the loop, never inside a signal handler.
+ *
+ * Memory ordering
+ *   None here.
+ *
+ * Failure and recovery
+ *   SIGTERM, SIGINT and SIGHUP stop the loop cleanly: the socket is closed
+ *   and unlinked, segments are detached but never unlinked (clients keep
+ *   working on them and the next shmqd adopts them), and the lock goes
+ *   last.  SIGKILL skips all that and needs nothing: the lock dies with the
+ *   process, the socket file is replaced by the next daemon, and the
+ *   segments are adopted as they are.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "shmqd.h"
+
+#define REAP_INTERVAL_DEFAULT_MS 5u
+#define REAP_INTERVAL_MAX_MS	 60000u
+
+/* How long a second daemon waits for the first to write its pid. */
+#define LOCK_PID_WAIT_MS 500
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: shmqd --dir DIR [--reap-interval-ms N] [--quiet | --verbose]\n"
+		"\n"
+		"Serve the shmq namespace whose data directory is DIR: create and\n"
+		"delete topics, adopt the topics of an earlier shmqd, and reap the\n"
+		"claims and slots of dead producers and consumers.\n"
+		"\n"
+		"  -d, --dir DIR             data directory (created 0700 if missing);\n"
+		"                            default: $SHMQ_DIR\n"
+		"  -r, --reap-interval-ms N  reaper period, 1..%u ms (default %u)\n"
+		"  -q, --quiet               log only errors\n"
+		"  -v, --verbose             log routine events too (the default;\n"
+		"                            the last of --quiet and --verbose wins)\n"
+		"  -h, --help                print this help\n"
+		"\n"
+		"Logs go to stderr.  SIGTERM or SIGINT stops shmqd; topics survive\n"
+		"and keep working, and the next shmqd adopts them.\n",
+		REAP_INTERVAL_MAX_MS, REAP_INTERVAL_DEFAULT_MS);
+}
+
+static int parse_args(int argc, char **argv, struct shmqd *d)
+{
+	static const struct option opts[] = {
+		{ "dir", required_argument, NULL, 'd' },
+		{ "reap-interval-ms", required_argument, NULL, 'r' },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	unsigned long v;
+	char *end;
+	int c;
+
+	d->dir = NULL;
+	d->reap_interval_ms = REAP_INTERVAL_DEFAULT_MS;
+	while ((c = getopt_long(argc, argv, "d:r:qvh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'd':
+			d->dir = optarg;
+			break;
+		case 'r':
+			errno = 0;
+			v = strtoul(optarg, &end, 10);
+			if (errno || end == optarg || *end || v < 1 ||
+			    v > REAP_INTERVAL_MAX_MS) {
+				fprintf(stderr,
+					"shmqd: --reap-interval-ms wants a number of milliseconds from 1 to %u, not \"%s\"\n",
+					REAP_INTERVAL_MAX_MS, optarg);
+				return 2;
+			}
+			d->reap_interval_ms = (unsigned)v;
+			break;
+		case 'q':
+			shmqd_quiet = true;
+			break;
+		case 'v':
+			shmqd_quiet = false;
+			break;
+		case 'h':
+			usage(stdout);
+			exit(0);
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "shmqd: unexpected argument \"%s\"\n", argv[optind]);
+		usage(stderr);
+		return 2;
+	}
+	if (!d->dir || !*d->dir) {
+		d->dir = getenv("SHMQ_DIR");
+		if (!d->dir || !*d->dir) {
+			fprintf(stderr, "shmqd: no data directory: give --dir DIR or set SHMQ_DIR\n");
+			usage(stderr);
+			return 2;
+		}
+	}
+	return 0;
+}
+
+/* Make sure DIR exists and is ours. */
+static int prepare_dir(struct shmqd *d)
+{
+	struct stat st;
+
+	if (mkdir(d->dir, 0700) == 0)
+		shmqd_log("created data directory %s", d->dir);
+	else if (errno != EEXIST) {
+		shmqd_err("cannot create data directory %s: %s", d->dir,
+			  strerror(errno));
+		return -1;
+	}
+	if (stat(d->dir, &st) != 0) {
+		shmqd_err("cannot stat %s: %s", d->dir, strerror(errno));
+		return -1;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		shmqd_err("%s exists and is not a directory", d->dir);
+		return -1;
+	}
+	/*
+	 * The directory decides which topics exist: a directory somebody
+	 * else owns could feed us topic files and sockets of theirs.
+	 */
+	if (st.st_uid != d->euid) {
+		shmqd_err("data directory %s belongs to uid %u; shmqd runs as uid %u and serves only a directory of its own",
+			  d->dir, (unsigned)st.st_uid, (unsigned)d->euid);
+		return -1;
+	}
+	if (st.st_mode & (S_IWGRP | S_IWOTH))
+		shmqd_err("warning: data directory %s is writable by group or others (mode %04o); other users could plant topic files",
+			  d->dir, (unsigned)(st.st_mode & 07777));
+	return 0;
+}
+
+/* Read the pid the lock holder wrote, waiting a little if it has not yet. */
+static long lock_holder_pid(int fd)
+{
+	uint64_t until = shmq__mono_ns() + LOCK_PID_WAIT_MS * 1000000ull;
+	struct timespec pause = { 0, 5 * 1000 * 1000 };
+	char buf[32];
+	ssize_t n;
+	long pid;
+	char *end;
+
+	for (;;) {
+		n = pread(fd, buf, sizeof(buf) - 1, 0);
+		if (n > 0) {
+			buf[n] = '\0';
+			pid = strtol(buf, &end, 10);
+			if (end != buf && pid > 0 && (*end == '\n' || !*end))
+				return pid;
+		}
+		if (shmq__mono_ns() >= until)
+			return -1;
+		nanosleep(&pause, NULL);
+	}
+}
+
+static int take_lock(struct shmqd *d)
+{
+	char path[PATH_MAX];
+	char pid[32];
+	struct stat st;
+	long holder;
+	int fd, n;
+
+	n = snprintf(path, sizeof(path), "%s/%s", d->dir, SHMQ_LOCK_FILE);
+	if (n < 0 || (size_t)n >= sizeof(path)) {
+		shmqd_err("data directory path %s is too long", d->dir);
+		return -1;
+	}
+	fd = open(path, O_CREAT | O_RDWR | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		shmqd_err("cannot open lock file %s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+		shmqd_err("lock file %s is not a regular file", path);
+		close(fd);
+		return -1;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+		if (errno != EWOULDBLOCK) {
+			shmqd_err("cannot lock %s: %s", path, strerror(errno));
+			close(fd);
+			return -1;
+		}
+		holder = lock_holder_pid(fd);
+		if (holder > 0)
+			fprintf(stderr, "shmqd: %s is already served by shmqd (pid %ld)\n",
+				d->dir, holder);
+		else
+			fprintf(stderr, "shmqd: %s is already served by shmqd (pid unknown: %s holds no pid)\n",
+				d->dir, path);
+		close(fd);
+		return -1;
+	}
+	n = snprintf(pid, sizeof(pid), "%d\n", (int)d->pid);
+	if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)n, 0) != n) {
+		shmqd_err("cannot write our pid into %s: %s", path,
+			  strerror(errno));
+		close(fd);
+		return -1;
+	}
+	d->lock_fd = fd;
+	return 0;
+}
+
+static int setup_signals(struct shmqd *d)
+{
+	sigset_t set;
+
+	/* Replies use MSG_NOSIGNAL; this covers anything else. */
+	signal(SIGPIPE, SIG_IGN);
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	if (sigprocmask(SIG_BLOCK, &set, NULL) != 0) {
+		shmqd_err("sigprocmask: %s", strerror(errno));
+		return -1;
+	}
+	d->signal_fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (d->signal_fd < 0) {
+		shmqd_err("signalfd: %s", strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+static const char *signal_name(int sig)
+{
+	switch (sig) {
+	case SIGTERM:
+		return "SIGTERM";
+	case SIGINT:
+		return "SIGINT";
+	case SIGHUP:
+		return "SIGHUP";
+	}
+	return "a signal";
+}
+
+/* Returns the signal number that asks us to stop, or 0. */
+static int read_signal(struct shmqd *d)
+{
+	struct signalfd_siginfo si;
+
+	if (read(d->signal_fd, &si, sizeof(si)) != (ssize_t)sizeof(si))
+		return 0;
+	return (int)si.ssi_signo;
+}
+
+static int ms_until(uint64_t now_ns, uint64_t when_ns)
+{
+	if (when_ns <= now_ns)
+		return 0;
+	/* Round up, so that the loop does not wake just before the time. */
+	return (int)((when_ns - now_ns + 999999u) / 1000000u);
+}
+
+static void event_loop(struct shmqd *d)
+{
+	struct pollfd pfd[2 + SHMQD_MAX_CLIENTS];
+	uint64_t interval_ns = d->reap_interval_ms * 1000000ull;
+	uint64_t now = shmq__mono_ns();
+	uint64_t next_reap = now + interval_ns;
+	uint64_t next_retry = now + SHMQD_RETRY_OFFLINE_MS * 1000000ull;
+	unsigned n;
+	int rc, sig;
+
+	for (;;) {
+		pfd[0].fd = d->signal_fd;
+		pfd[0].events = POLLIN;
+		pfd[0].revents = 0;
+		n = shmqd_ctl_pollfds(d, pfd + 1);
+
+		rc = poll(pfd, n + 1, ms_until(shmq__mono_ns(), next_reap));
+		if (rc < 0 && errno != EINTR) {
+			shmqd_err("poll: %s", strerror(errno));
+			/* Do not spin on a persistent error. */
+			usleep(d->reap_interval_ms * 1000u);
+		}
+		now = shmq__mono_ns();
+
+		if (rc > 0 && (pfd[0].revents & POLLIN)) {
+			sig = read_signal(d);
+			if (sig) {
+				shmqd_log("received %s; shutting down (topics stay available)",
+					  signal_name(sig));
+				return;
+			}
+		}
+		if (rc > 0)
+			shmqd_ctl_serve(d, pfd + 1, n, now);
+		shmqd_ctl_expire(d, now);
+
+		if (now >= next_reap) {
+			shmqd_reap_all(d, now);
+			/*
+			 * Keep the cadence, but after a long stall (a big
+			 * create, a stopped process) do not run a burst of
+			 * passes to catch up: one is enough.
+			 */
+			next_reap += interval_ns;
+			if (next_reap <= now)
+				next_reap = now + interval_ns;
+		}
+		if (now >= next_retry) {
+			shmqd_topics_retry_offline(d);
+			next_retry = now + SHMQD_RETRY_OFFLINE_MS * 1000000ull;
+		}
+	}
+}
+
+int main(int argc, char **argv)
+{
+	struct shmqd d;
+	size_t online = 0;
+	int rc;
+
+	memset(&d, 0, sizeof(d));
+	d.lock_fd = d.signal_fd = d.listen_fd = -1;
+	d.pid = getpid();
+	d.euid = geteuid();
+
+	rc = parse_args(argc, argv, &d);
+	if (rc)
+		return rc;
+	if (prepare_dir(&d) || take_lock(&d))
+		return 1;
+	rc = shmq__namespace_id(d.dir, &d.ns);
+	if (rc) {
+		char why[SHMQD_MSG_MAX];
+
+		shmqd_err("cannot compute the namespace of %s: %s", d.dir,
+			  shmqd_liberr(rc, why, sizeof(why)));
+		return 1;
+	}
+	if (setup_signals(&d))
+		return 1;
+
+	shmqd_topics_adopt_all(&d);
+	if (shmqd_ctl_listen(&d)) {
+		shmqd_topics_detach_all(&d);
+		return 1;
+	}
+	for (size_t i = 0; i < d.ntopics; i++)
+		online += d.topics[i]->online;
+	shmqd_log("serving %s on %s (%zu topic%s online, reaping every %u ms)",
+		  d.dir, d.sock_path, online, online == 1 ? "" : "s",
+		  d.reap_interval_ms);
+
+	event_loop(&d);
+
+	/* The socket first: no request may arrive while we take things down. */
+	shmqd_ctl_close(&d);
+	shmqd_topics_detach_all(&d);
+	close(d.signal_fd);
+	/* The lock last: the next shmqd starts only after we let go. */
+	close(d.lock_fd);
+	shmqd_log("stopped");
+	return 0;
+}

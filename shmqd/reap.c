@@ -1,0 +1,85 @@
+/*
+ * reap.c - the daemon's periodic reaper pass.
+ *
+ * Overview
+ *   Every reap interval the event loop calls shmqd_reap_all(), which runs
+ *   libshmq's shmq__reap_topic() over each online topic: it frees the slots
+ *   of dead producers and consumers, pads over claims that died with their
+ *   producer, and revokes claims held past the topic's stall timeout.  The
+ *   protocol lives in libshmq/reap.c; this file only drives it and says in
+ *   the log what it did, because a padded claim is a lost message and an
+ *   operator must be able to find out why.
+ *
+ * Invariants
+ *   - Offline topics are never reaped: their segments are not ours to write.
+ *   - Each topic keeps its own struct shmq_reap_state for its whole online
+ *     life (what the reaper saw at the previous pass), reset when the topic
+ *     comes online, because an adopted segment's claims were never seen by
+ *     this daemon and must be timed from now.
+ *   - A pass where nothing was wrong logs nothing: it runs every few
+ *     milliseconds.
+ *
+ * Memory ordering
+ *   All in shmq__reap_topic().
+ *
+ * Failure and recovery
+ *   If the daemon dies mid-pass, the next one (after a restart) simply
+ *   passes again: every step of the reaper is idempotent by design of
+ *   reap.c (a slot is freed or a claim padded at most once).
+ */
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <string.h>
+
+#include "shmqd.h"
+
+/* Append ", <n> <what>[s]" to buf when n is non-zero. */
+static void say(char *buf, size_t size, size_t *len, uint32_t n,
+		const char *one, const char *many)
+{
+	int w;
+
+	if (!n || *len >= size)
+		return;
+	w = snprintf(buf + *len, size - *len, "%s%u %s", *len ? ", " : "", n,
+		     n == 1 ? one : many);
+	if (w > 0)
+		*len += (size_t)w;
+}
+
+static void reap_log(const struct shmqd_topic *t,
+		     const struct shmq_reap_stats *s)
+{
+	char what[SHMQD_MSG_MAX];
+	size_t len = 0;
+
+	what[0] = '\0';
+	say(what, sizeof(what), &len, s->padded_dead,
+	    "claim of a dead producer padded over",
+	    "claims of dead producers padded over");
+	say(what, sizeof(what), &len, s->padded_stalled,
+	    "stalled claim revoked (its commit will fail)",
+	    "stalled claims revoked (their commits will fail)");
+	say(what, sizeof(what), &len, s->dead_producers,
+	    "producer slot of a dead process freed",
+	    "producer slots of dead processes freed");
+	say(what, sizeof(what), &len, s->dead_members,
+	    "consumer slot of a dead process freed",
+	    "consumer slots of dead processes freed");
+	if (len)
+		shmqd_log("topic %s: %s", t->name, what);
+}
+
+void shmqd_reap_all(struct shmqd *d, uint64_t now_ns)
+{
+	for (size_t i = 0; i < d->ntopics; i++) {
+		struct shmqd_topic *t = d->topics[i];
+		struct shmq_reap_stats stats;
+
+		if (!t->online)
+			continue;
+		memset(&stats, 0, sizeof(stats));
+		shmq__reap_topic(&t->map, &t->reap, now_ns, &stats);
+		reap_log(t, &stats);
+	}
+}

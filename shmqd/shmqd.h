@@ -1,0 +1,119 @@
+/*
+ * shmqd.h - what the files of the daemon share.
+ *
+ * shmqd is one process with one thread: an event loop in main.c that polls
+ * the control socket (control.c) and, every reap interval, runs the reaper
+ * (reap.c) over the topic table (topics.c).  Because there is one thread,
+ * none of the daemon's own state needs a lock; only the topic segments are
+ * shared, with the clients, and every access to them goes through libshmq's
+ * protocol functions or a ck_pr atomic.
+ *
+ * Functions here are shmqd_<duty>_<verb>.  They are distinct from the
+ * library's shmq__ names so that the daemon and libshmq.a never clash.
+ */
+#ifndef SHMQD_H
+#define SHMQD_H
+
+#include <poll.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/un.h>
+
+#include "shmq_int.h"
+
+/* Room for the longest reply detail and a little context around it. */
+#define SHMQD_MSG_MAX 512
+
+/* Connections served at once; more wait in the listen backlog. */
+#define SHMQD_MAX_CLIENTS 64
+
+/* A connection that has not sent its request by then is dropped. */
+#define SHMQD_CLIENT_TIMEOUT_MS 2000
+
+/* Offline topics are retried this often (a squatter may have gone). */
+#define SHMQD_RETRY_OFFLINE_MS 2000
+
+/* One topic the daemon knows of, from its topic file. */
+struct shmqd_topic {
+	char name[SHMQ_NAME_MAX + 1];
+	char segname[SHMQ_SEGNAME_MAX];
+	struct shmq_topic_params params;
+	/*
+	 * online: map is attached and the reaper runs over it.  Offline: the
+	 * topic file exists but its segment could not be adopted (foreign,
+	 * squatted, corrupt); the name is still taken, and nothing of the
+	 * segment is touched.
+	 */
+	bool online;
+	int offline_err; /* why it is offline, to log only changes */
+	struct shmq_map map;
+	struct shmq_reap_state reap;
+};
+
+struct shmqd_client {
+	int fd;		      /* -1 = slot free */
+	uint64_t deadline_ns; /* CLOCK_MONOTONIC */
+	/*
+	 * SO_PEERCRED said no.  The request is still read before the -EACCES
+	 * reply: closing a Unix socket with unread data resets the peer's
+	 * connection, and the client would see ECONNRESET instead of why.
+	 */
+	bool refused;
+	uid_t uid;
+};
+
+struct shmqd {
+	const char *dir;
+	uint64_t ns;	/* namespace id of dir */
+	uid_t euid;
+	pid_t pid;
+	unsigned reap_interval_ms;
+
+	int lock_fd;
+	int signal_fd;
+	int listen_fd;
+	char sock_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+
+	struct shmqd_client clients[SHMQD_MAX_CLIENTS];
+	unsigned nclients;
+
+	struct shmqd_topic **topics;
+	size_t ntopics, cap_topics;
+	uint64_t next_retry_ns;
+};
+
+/* log.c: "shmqd[pid]: message" on stderr. */
+extern bool shmqd_quiet;
+void shmqd_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void shmqd_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* The library's last error as "strerror (detail)" into buf. */
+const char *shmqd_liberr(int err, char *buf, size_t n);
+
+/* topics.c */
+void shmqd_topics_adopt_all(struct shmqd *d);
+void shmqd_topics_retry_offline(struct shmqd *d);
+struct shmqd_topic *shmqd_topic_find(struct shmqd *d, const char *name);
+int shmqd_topic_create(struct shmqd *d, const char *name,
+		       const struct shmq_topic_params *params, char *detail,
+		       size_t n);
+int shmqd_topic_delete(struct shmqd *d, const char *name, char *detail,
+		       size_t n);
+void shmqd_topics_detach_all(struct shmqd *d);
+
+/* control.c */
+int shmqd_ctl_listen(struct shmqd *d);
+void shmqd_ctl_close(struct shmqd *d);
+/* Fill pollfds for the listener and the clients; returns how many. */
+unsigned shmqd_ctl_pollfds(struct shmqd *d, struct pollfd *pfd);
+/* Serve what the pollfds of shmqd_ctl_pollfds() report. */
+void shmqd_ctl_serve(struct shmqd *d, const struct pollfd *pfd, unsigned n,
+		     uint64_t now_ns);
+/* Drop connections past their deadline. */
+void shmqd_ctl_expire(struct shmqd *d, uint64_t now_ns);
+
+/* reap.c */
+void shmqd_reap_all(struct shmqd *d, uint64_t now_ns);
+
+#endif /* SHMQD_H */
