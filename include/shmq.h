@@ -407,6 +407,17 @@ SHMQ_API void shmq_consumer_release(shmq_consumer_t *consumer);
  */
 SHMQ_API int shmq_consumer_commit(shmq_consumer_t *consumer);
 
+/*
+ * Delete group `group` of `topic`: its position and committed offsets are
+ * forgotten and it no longer holds messages in the rings.  A group that
+ * nobody consumes holds its topic's rings for ever (producers then block
+ * or fail as the topic says), so delete groups that are no longer used.
+ * Works without shmqd.  Returns 0, -ENOENT (no such topic or group),
+ * -EBUSY (the group has a live member), or an attach error.
+ */
+SHMQ_API int shmq_group_delete(shmq_client_t *client, const char *topic,
+			       const char *group);
+
 /* Seek targets besides explicit offsets. */
 #define SHMQ_OFFSET_EARLIEST UINT64_MAX
 #define SHMQ_OFFSET_LATEST   (UINT64_MAX - 1)

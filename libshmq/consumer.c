@@ -80,6 +80,10 @@ static void free_member_slot(struct shmq_map *m, uint32_t i)
 {
 	struct shmq_member_slot *s = shmq__member_slot(m, i);
 
+	if (ck_pr_load_32(&s->waiting)) {
+		ck_pr_store_32(&s->waiting, 0);
+		ck_pr_dec_32(&m->hdr->data_waiters);
+	}
 	ck_pr_store_32(&s->group, UINT32_MAX);
 	ck_pr_store_64(&s->owner.start_ticks, 0);
 	ck_pr_fence_store();
@@ -404,4 +408,55 @@ int shmq_consumer_seek(shmq_consumer_t *c, uint32_t partition, uint64_t offset)
 	shmq_consumer_release(c);
 	c->broken[partition] = 0;
 	return shmq__ring_seek(&c->map, partition, c->group, offset);
+}
+
+int shmq_group_delete(shmq_client_t *client, const char *topic, const char *group)
+{
+	struct shmq_map m;
+	uint32_t g, i;
+	int rc;
+
+	if (!client || !topic || !group)
+		return -EINVAL;
+	shmq__clear_detail();
+	if (!shmq__name_valid(group))
+		return shmq__fail(-EINVAL, "bad group name \"%s\"", group);
+	rc = shmq__topic_attach(client, topic, &m);
+	if (rc)
+		return rc;
+	rc = shmq__seg_lock(&m);
+	if (rc)
+		goto out;
+	for (g = 0; g < SHMQ_MAX_GROUPS; g++) {
+		struct shmq_group_slot *gs = shmq__group(&m, g);
+
+		if (ck_pr_load_32(&gs->state) == SHMQ_GROUP_ACTIVE &&
+		    strncmp(gs->name, group, sizeof(gs->name)) == 0)
+			break;
+	}
+	if (g == SHMQ_MAX_GROUPS) {
+		rc = shmq__fail(-ENOENT, "topic %s has no group \"%s\"", topic, group);
+	} else if (group_has_live_member(&m, g, UINT32_MAX)) {
+		rc = shmq__fail(-EBUSY, "group \"%s\" of topic %s has a live member", group, topic);
+	} else {
+		/* Dead members' slots go with the group, holds first. */
+		for (i = 0; i < SHMQ_MAX_MEMBERS; i++) {
+			struct shmq_member_slot *s = shmq__member_slot(&m, i);
+			uint32_t p;
+
+			if (!ck_pr_load_32(&s->owner.pid) || ck_pr_load_32(&s->group) != g)
+				continue;
+			for (p = 0; p < m.geo.partitions; p++)
+				ck_pr_store_64(&shmq__part(&m, p)->hold[i], SHMQ_POS_NONE);
+			free_member_slot(&m, i);
+		}
+		ck_pr_store_32(&shmq__group(&m, g)->state, SHMQ_GROUP_FREE);
+		/* Producers blocked on this group's position may go on. */
+		ck_pr_inc_32(&m.hdr->space_seq);
+		shmq__futex_wake_all(&m.hdr->space_seq);
+	}
+	shmq__seg_unlock(&m);
+out:
+	shmq__segment_detach(&m);
+	return rc;
 }
