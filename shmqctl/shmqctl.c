@@ -509,6 +509,26 @@ static int cmd_delete(const struct command *cmd, int argc, char **argv)
 	return rc;
 }
 
+static int cmd_group_delete(const struct command *cmd, int argc, char **argv)
+{
+	shmq_client_t *client;
+	char *args[2];
+	int rc;
+
+	rc = parse_plain(cmd, argc, argv);
+	if (!rc)
+		rc = positionals(cmd, argc, argv, 2, args);
+	if (!rc)
+		rc = open_client(cmd, &client);
+	if (rc)
+		return rc;
+	rc = shmq_group_delete(client, args[0], args[1]);
+	if (rc)
+		rc = fail(rc, "delete group %s of topic %s", args[1], args[0]);
+	shmq_close(client);
+	return rc;
+}
+
 static int print_name(const char *name, void *arg)
 {
 	(void)arg;
@@ -1089,13 +1109,16 @@ static const struct command commands[] = {
 	  "Ask shmqd to create a topic.\n"
 	  "  --partitions N          1..256 partitions\n"
 	  "  --ring-bytes SIZE       ring per partition: a power of two, 64K..4G\n"
-	  "  --max-message SIZE      largest key+value (default ring/4, at most ring/2)\n"
+	  "  --max-message SIZE      largest key+value (default ring/4, at most ring/2 - 32)\n"
 	  "  --full block|fail       when a ring is full: wait, or fail at once (default block)\n"
 	  "  --numa-node N           bind the rings to NUMA node N\n"
 	  "  --mode OCTAL            segment permissions (default 0600)\n"
 	  "  --stall-timeout-ms MS   pad over a producer stuck in a claim (default 10000)\n"
 	  "SIZE is bytes, or a number with K, M or G (powers of 1024).\n" },
 	{ "delete", cmd_delete, "delete TOPIC", "Ask shmqd to delete a topic.\n" },
+	{ "group-delete", cmd_group_delete, "group-delete TOPIC GROUP",
+	  "Forget a consumer group that has no live member, so that it no longer\n"
+	  "holds the topic's rings.\n" },
 	{ "list", cmd_list, "list", "Print the name of each topic, one a line.\n" },
 	{ "stat", cmd_stat, "stat [TOPIC]",
 	  "Show the partitions and groups of one topic, or of every topic.\n"
