@@ -75,6 +75,9 @@ FUZZ_REPLAY := $(patsubst tests/fuzz/%-fuzz.c,$(B)/tests/fuzz-%-t,$(FUZZ_SRC))
 BENCHES := $(patsubst bench/%.c,$(B)/bench/%,$(BENCH_PROGS_SRC))
 DEPS_STAMP := build/.deps-ok
 
+# Keep test and bench objects: they are not throwaway intermediates.
+.SECONDARY:
+
 .PHONY: all check check-tsan demo bench fuzz install uninstall clean deps
 
 all: $(STATIC_LIB) $(SHARED_LIB) $(SHMQD) $(SHMQCTL)
@@ -106,28 +109,34 @@ $(SHARED_LIB): $(LIB_OBJ)
 	$(Q)ln -sf libshmq.so.$(SOVERSION) $(B)/libshmq.so
 
 $(SHMQD): $(call obj,$(SHMQD_SRC)) $(STATIC_LIB)
+	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
 
 $(SHMQCTL): $(call obj,$(CTL_SRC)) $(STATIC_LIB)
+	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
 
 $(DEMO): $(call obj,$(DEMO_SRC)) $(STATIC_LIB)
+	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
 
 $(B)/tests/%-t: $(B)/obj/tests/%-t.o $(call obj,$(TEST_SUPPORT)) $(STATIC_LIB)
+	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
 
 # A fuzz target's corpus is replayed by a TAP driver built with the normal
 # compiler, so `make check` runs it without libFuzzer.
 $(B)/tests/fuzz-%-t: $(B)/obj/tests/fuzz/%-fuzz.o $(B)/obj/tests/fuzz/replay.o $(call obj,$(TEST_SUPPORT)) $(STATIC_LIB)
+	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
 
 $(B)/bench/%: $(B)/obj/bench/%.o $(call obj,$(BENCH_SUPPORT)) $(STATIC_LIB)
+	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
 

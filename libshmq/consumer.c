@@ -24,11 +24,9 @@
  * Waiting
  * -------
  * A poll that finds nothing spins for SPIN_NS, then sleeps on the topic's
- * data_seq futex word.  Before sleeping it marks itself waiting (its slot's
- * flag and the topic's waiter count, an atomic increment and so a full
- * barrier) and looks at every partition once more; a producer that commits
- * after that look sees the count and wakes it (ring.c, commit).  shmqd
- * clears the flag and count of a member that dies asleep.
+ * data event (wait.c): it sets the event's flag (a full barrier) and looks
+ * at every partition once more; a producer that commits after that look
+ * sees the flag and wakes it (ring.c, commit).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -66,7 +64,6 @@ static int take_member_slot(struct shmq_map *m, uint32_t *index)
 			continue;
 		ck_pr_store_64(&s->owner.start_ticks, self.start_ticks);
 		ck_pr_store_32(&s->group, UINT32_MAX);
-		ck_pr_store_32(&s->waiting, 0);
 		for (p = 0; p < m->geo.partitions; p++)
 			ck_pr_store_64(&shmq__part(m, p)->hold[i], SHMQ_POS_NONE);
 		*index = i;
@@ -80,10 +77,6 @@ static void free_member_slot(struct shmq_map *m, uint32_t i)
 {
 	struct shmq_member_slot *s = shmq__member_slot(m, i);
 
-	if (ck_pr_load_32(&s->waiting)) {
-		ck_pr_store_32(&s->waiting, 0);
-		ck_pr_dec_32(&m->hdr->data_waiters);
-	}
 	ck_pr_store_32(&s->group, UINT32_MAX);
 	ck_pr_store_64(&s->owner.start_ticks, 0);
 	ck_pr_fence_store();
@@ -199,7 +192,7 @@ int shmq_consumer_open(shmq_client_t *client, const char *topic,
 	struct shmq_consumer *c;
 	int from = SHMQ_FROM_COMMITTED, rc;
 	uint64_t offset = 0;
-	bool created, locked = false;
+	bool created = false, locked = false;
 
 	if (!client || !topic || !group || !out)
 		return -EINVAL;
@@ -354,18 +347,15 @@ int shmq_consumer_poll(shmq_consumer_t *c, struct shmq_msg *msg, int timeout_ms)
 
 		/* Sleep: register as a waiter, look once more, then wait. */
 		{
-			uint32_t seq = ck_pr_load_32(&hdr->data_seq);
+			uint32_t seq = shmq__event_prepare(&hdr->data_seq,
+							   &hdr->data_waiters);
 
-			ck_pr_store_32(&c->slot->waiting, 1);
-			ck_pr_inc_32(&hdr->data_waiters);
 			rc = try_all(c, msg);
-			if (rc == -EAGAIN && !ck_pr_load_32(&hdr->deleted))
-				shmq__futex_wait(&hdr->data_seq, seq,
-						 deadline == UINT64_MAX ? UINT64_MAX : deadline - now);
-			ck_pr_dec_32(&hdr->data_waiters);
-			ck_pr_store_32(&c->slot->waiting, 0);
 			if (rc != -EAGAIN)
 				return rc;
+			if (!ck_pr_load_32(&hdr->deleted))
+				shmq__futex_wait(&hdr->data_seq, seq,
+						 deadline == UINT64_MAX ? UINT64_MAX : deadline - now);
 		}
 	}
 }

@@ -124,13 +124,13 @@ struct shmq_seg_header {
 	uint32_t revoked;     /* claims padded over while their producer lives */
 	uint32_t daemon_pid;  /* shmqd that last adopted the segment */
 
-	/* Consumers waiting for data: producers bump data_seq. */
+	/* Consumers waiting for data: an event (wait.c) producers signal. */
 	uint32_t data_seq __attribute__((aligned(SHMQ_CACHELINE)));
-	uint32_t data_waiters;
+	uint32_t data_waiters; /* flag: a consumer may be asleep */
 
-	/* Producers waiting for space: consumers bump space_seq. */
+	/* Producers waiting for space: an event consumers signal. */
 	uint32_t space_seq __attribute__((aligned(SHMQ_CACHELINE)));
-	uint32_t space_waiters;
+	uint32_t space_waiters; /* flag: a producer may be asleep */
 
 	/* Guards group creation and member registration (cold path only). */
 	pthread_mutex_t lock __attribute__((aligned(SHMQ_CACHELINE)));
@@ -167,16 +167,15 @@ struct shmq_producer_slot {
 	uint32_t claim_len;  /* bytes claimed, wrap padding included */
 	uint32_t claim_part; /* its partition */
 	uint64_t revoked_pos; /* set by shmqd when it padded the claim over */
-	uint32_t waiting;     /* counted in hdr->space_waiters while set */
-	uint8_t reserved[64 - 44];
+	uint8_t reserved[64 - 40];
 };
 _Static_assert(sizeof(struct shmq_producer_slot) == 64, "producer slot");
 
 /* One per consumer handle. */
 struct shmq_member_slot {
 	struct shmq_owner owner;
-	uint32_t group;	  /* index into the group table */
-	uint32_t waiting; /* counted in hdr->data_waiters while set */
+	uint32_t group; /* index into the group table */
+	uint32_t reserved0;
 	uint8_t reserved[64 - 24];
 };
 _Static_assert(sizeof(struct shmq_member_slot) == 64, "member slot");

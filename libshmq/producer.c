@@ -43,7 +43,6 @@ static int take_slot(struct shmq_map *m, uint32_t *index)
 			continue;
 		ck_pr_store_64(&s->owner.start_ticks, self.start_ticks);
 		ck_pr_store_64(&s->claim_pos, SHMQ_POS_NONE);
-		ck_pr_store_32(&s->waiting, 0);
 		*index = i;
 		return 0;
 	}

@@ -131,10 +131,6 @@ static void free_producer_slot(struct shmq_map *m, struct shmq_producer_slot *s)
 		ck_pr_store_64(&s->revoked_pos, SHMQ_POS_NONE);
 		ck_pr_dec_32(&m->hdr->revoked);
 	}
-	if (ck_pr_load_32(&s->waiting)) {
-		ck_pr_store_32(&s->waiting, 0);
-		ck_pr_dec_32(&m->hdr->space_waiters);
-	}
 	ck_pr_store_64(&s->claim_pos, SHMQ_POS_NONE);
 	ck_pr_store_64(&s->owner.start_ticks, 0);
 	ck_pr_fence_store();
@@ -148,10 +144,6 @@ static void free_member_slot(struct shmq_map *m, uint32_t i)
 
 	for (p = 0; p < m->geo.partitions; p++)
 		ck_pr_store_64(&shmq__part(m, p)->hold[i], SHMQ_POS_NONE);
-	if (ck_pr_load_32(&s->waiting)) {
-		ck_pr_store_32(&s->waiting, 0);
-		ck_pr_dec_32(&m->hdr->data_waiters);
-	}
 	ck_pr_store_64(&s->owner.start_ticks, 0);
 	ck_pr_fence_store();
 	ck_pr_store_32(&s->owner.pid, 0);

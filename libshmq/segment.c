@@ -210,12 +210,10 @@ uint64_t shmq__layout_signature(void)
 	SIG_FIELD(shmq_producer_slot, claim_len);
 	SIG_FIELD(shmq_producer_slot, claim_part);
 	SIG_FIELD(shmq_producer_slot, revoked_pos);
-	SIG_FIELD(shmq_producer_slot, waiting);
 
 	SIG(sizeof(struct shmq_member_slot));
 	SIG_FIELD(shmq_member_slot, owner);
 	SIG_FIELD(shmq_member_slot, group);
-	SIG_FIELD(shmq_member_slot, waiting);
 
 	SIG(sizeof(struct shmq_cursor));
 	SIG_FIELD(shmq_cursor, next);

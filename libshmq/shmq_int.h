@@ -350,6 +350,15 @@ void shmq__reap_topic(struct shmq_map *m, struct shmq_reap_state *st,
 void shmq__futex_wait(uint32_t *word, uint32_t expected, uint64_t timeout_ns);
 void shmq__futex_wake_all(uint32_t *word);
 
+/*
+ * An event: a sequence word and a "someone may sleep" flag (see wait.c).
+ * Waiter: s = shmq__event_prepare(seq, flag); re-check the condition;
+ * shmq__futex_wait(seq, s, timeout).  Waker: change the condition, make it
+ * visible with a full barrier, then shmq__event_signal(seq, flag).
+ */
+uint32_t shmq__event_prepare(uint32_t *seq, uint32_t *flag);
+void shmq__event_signal(uint32_t *seq, uint32_t *flag);
+
 /* ------------------------------------------------------------------------
  * control.c / control.h: the client side of shmqd's socket
  */

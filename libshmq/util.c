@@ -12,6 +12,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -20,6 +21,8 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <ck_pr.h>
 
 #include "shmq_int.h"
 
@@ -278,22 +281,41 @@ bool shmq__owner_alive(const struct shmq_owner *owner)
 }
 
 /*
- * Thread-local rather than process-wide: no lock and no race between
- * threads, and after fork() the child's copy carries the parent's pid, which
- * getpid() exposes so that the child recomputes its own identity.
+ * Process-wide, computed once and forgotten in the child after fork()
+ * (pthread_atfork), so that hot paths (the tail lock) learn their pid
+ * without a system call.  Threads that race to compute it store the same
+ * values; start_ticks is stored before pid, and pid is what readers test.
  */
-static __thread struct shmq_owner self_cache;
+static struct shmq_owner self_cache;
+static pthread_once_t self_once = PTHREAD_ONCE_INIT;
+
+static void self_forget(void)
+{
+	self_cache.pid = 0;
+	self_cache.start_ticks = 0;
+}
+
+static void self_register(void)
+{
+	pthread_atfork(NULL, NULL, self_forget);
+}
 
 void shmq__owner_self(struct shmq_owner *out)
 {
-	pid_t pid = getpid();
+	uint32_t pid;
 
-	if (self_cache.pid != (uint32_t)pid) {
-		self_cache.start_ticks = shmq__proc_start_ticks(pid);
-		self_cache.reserved = 0;
-		self_cache.pid = (uint32_t)pid;
+	pthread_once(&self_once, self_register);
+	pid = ck_pr_load_32(&self_cache.pid);
+	if (!pid) {
+		pid = (uint32_t)getpid();
+		ck_pr_store_64(&self_cache.start_ticks, shmq__proc_start_ticks((pid_t)pid));
+		ck_pr_fence_store();
+		ck_pr_store_32(&self_cache.pid, pid);
 	}
-	*out = self_cache;
+	out->pid = pid;
+	out->reserved = 0;
+	ck_pr_fence_load();
+	out->start_ticks = ck_pr_load_64(&self_cache.start_ticks);
 }
 
 bool shmq__name_valid(const char *name)

@@ -30,7 +30,7 @@
 #include "shmq_int.h"
 #include "tap.h"
 
-#define NTESTS 181
+#define NTESTS 182
 
 #define MAX_SEGS 32
 
@@ -346,8 +346,13 @@ static void test_params(void)
 	}
 	p = z;
 	p.ring_bytes = SHMQ_RING_MIN;
-	p.max_message = SHMQ_RING_MIN / 2;
-	is_int(shmq__topic_params_check(&p), 0, "max_message == ring/2 is accepted");
+	p.max_message = SHMQ_MAX_MESSAGE_LIMIT(SHMQ_RING_MIN);
+	is_int(shmq__topic_params_check(&p), 0, "max_message == ring/2 - header is accepted");
+	p = z;
+	p.ring_bytes = SHMQ_RING_MIN;
+	p.max_message = SHMQ_MAX_MESSAGE_LIMIT(SHMQ_RING_MIN) + 1;
+	is_int(shmq__topic_params_check(&p), -EINVAL,
+	       "max_message one past ring/2 - header is refused: a wrapped claim could never fit");
 	p = z;
 	p.ring_bytes = SHMQ_RING_MAX;
 	p.mode = 0666;
