@@ -21,7 +21,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include <ck_pr.h>
+#include "atomics.h"
 
 #include "control.h"
 #include "shmq_int.h"
@@ -30,6 +30,12 @@
 #define CONTROL_TIMEOUT_MS 30000
 /* How long the registration mutex may be waited for. */
 #define LOCK_TIMEOUT_S 2
+
+struct shmq_topic_ref {
+	struct shmq_topic_ref *next;
+	unsigned refs;
+	struct shmq_map map;
+};
 
 int shmq_open(const char *dir, const struct shmq_open_opts *opts,
 	      shmq_client_t **out)
@@ -52,6 +58,7 @@ int shmq_open(const char *dir, const struct shmq_open_opts *opts,
 	c = calloc(1, sizeof(*c));
 	if (!c)
 		return -ENOMEM;
+	pthread_mutex_init(&c->lock, NULL);
 	c->dir = strdup(real);
 	if (!c->dir) {
 		free(c);
@@ -69,15 +76,25 @@ int shmq_open(const char *dir, const struct shmq_open_opts *opts,
 
 void shmq_close(shmq_client_t *c)
 {
+	struct shmq_topic_ref *r;
+
 	if (!c)
 		return;
+	/* Handles still open keep nothing alive: closing first is the rule. */
+	while ((r = c->topics)) {
+		c->topics = r->next;
+		shmq__segment_detach(&r->map);
+		free(r);
+	}
+	pthread_mutex_destroy(&c->lock);
 	free(c->dir);
 	free(c);
 }
 
-int shmq__topic_attach(shmq_client_t *c, const char *name, struct shmq_map *m)
+int shmq__topic_get(shmq_client_t *c, const char *name, struct shmq_map **out)
 {
 	struct shmq_topic_params p;
+	struct shmq_topic_ref *r;
 	char seg[SHMQ_SEGNAME_MAX];
 	uid_t owner;
 	int rc;
@@ -89,8 +106,56 @@ int shmq__topic_attach(shmq_client_t *c, const char *name, struct shmq_map *m)
 		return shmq__fail(-ENOENT, "no topic \"%s\" in %s", name, c->dir);
 	if (rc)
 		return rc;
+
+	pthread_mutex_lock(&c->lock);
+	for (r = c->topics; r; r = r->next) {
+		if (r->map.geo.topic_id == p.topic_id &&
+		    strcmp(r->map.name, name) == 0 &&
+		    !ck_pr_load_32(&r->map.hdr->deleted)) {
+			r->refs++;
+			*out = &r->map;
+			pthread_mutex_unlock(&c->lock);
+			return 0;
+		}
+	}
+	r = calloc(1, sizeof(*r));
+	if (!r) {
+		pthread_mutex_unlock(&c->lock);
+		return -ENOMEM;
+	}
 	shmq__segment_name(c->ns, name, seg);
-	return shmq__segment_attach(seg, owner, p.mode, p.topic_id, m);
+	rc = shmq__segment_attach(seg, owner, p.mode, p.topic_id, &r->map);
+	if (rc) {
+		pthread_mutex_unlock(&c->lock);
+		free(r);
+		return rc;
+	}
+	r->refs = 1;
+	r->next = c->topics;
+	c->topics = r;
+	*out = &r->map;
+	pthread_mutex_unlock(&c->lock);
+	return 0;
+}
+
+void shmq__topic_put(shmq_client_t *c, struct shmq_map *m)
+{
+	struct shmq_topic_ref **pp, *r;
+
+	if (!m)
+		return;
+	pthread_mutex_lock(&c->lock);
+	for (pp = &c->topics; (r = *pp); pp = &r->next) {
+		if (&r->map != m)
+			continue;
+		if (--r->refs == 0) {
+			*pp = r->next;
+			shmq__segment_detach(&r->map);
+			free(r);
+		}
+		break;
+	}
+	pthread_mutex_unlock(&c->lock);
 }
 
 int shmq__seg_lock(struct shmq_map *m)
@@ -255,45 +320,45 @@ int shmq_topic_stat(shmq_client_t *c, const char *name,
 		    struct shmq_topic_stat **out)
 {
 	struct shmq_topic_stat *st;
-	struct shmq_map m;
+	struct shmq_map *mp;
 	uint32_t p, g, i, n;
 	int rc;
 
 	if (!c || !name || !out)
 		return -EINVAL;
 	shmq__clear_detail();
-	rc = shmq__topic_attach(c, name, &m);
+	rc = shmq__topic_get(c, name, &mp);
 	if (rc)
 		return rc;
 	st = calloc(1, sizeof(*st));
 	if (!st)
 		goto nomem;
 	strncpy(st->name, name, SHMQ_NAME_MAX);
-	st->partition_count = m.geo.partitions;
-	st->ring_bytes = m.geo.ring_bytes;
-	st->max_message = m.geo.max_message;
-	st->full_policy = (int)m.geo.full_policy;
-	st->numa_node = m.geo.numa_node;
+	st->partition_count = mp->geo.partitions;
+	st->ring_bytes = mp->geo.ring_bytes;
+	st->max_message = mp->geo.max_message;
+	st->full_policy = (int)mp->geo.full_policy;
+	st->numa_node = mp->geo.numa_node;
 	for (i = 0; i < SHMQ_MAX_PRODUCERS; i++)
-		if (ck_pr_load_32(&shmq__producer_slot(&m, i)->owner.pid))
+		if (ck_pr_load_32(&shmq__producer_slot(mp, i)->owner.pid))
 			st->producers++;
-	st->partitions = calloc(m.geo.partitions, sizeof(*st->partitions));
+	st->partitions = calloc(mp->geo.partitions, sizeof(*st->partitions));
 	st->groups = calloc(SHMQ_MAX_GROUPS, sizeof(*st->groups));
 	if (!st->partitions || !st->groups)
 		goto nomem;
-	for (p = 0; p < m.geo.partitions; p++) {
-		struct shmq_part_header *ph = shmq__part(&m, p);
+	for (p = 0; p < mp->geo.partitions; p++) {
+		struct shmq_part_header *ph = shmq__part(mp, p);
 		struct shmq_partition_stat *ps = &st->partitions[p];
 
 		ps->first_offset = ck_pr_load_64(&ph->tail);
 		ps->next_offset = ck_pr_load_64(&ph->head);
-		ps->used_bytes = ps->next_offset - shmq__ring_horizon(&m, p, UINT32_MAX);
-		if (ps->next_offset - ps->first_offset > m.geo.ring_bytes ||
-		    ps->used_bytes > m.geo.ring_bytes)
+		ps->used_bytes = ps->next_offset - shmq__ring_horizon(mp, p, UINT32_MAX);
+		if (ps->next_offset - ps->first_offset > mp->geo.ring_bytes ||
+		    ps->used_bytes > mp->geo.ring_bytes)
 			ps->error = SHMQ_ECORRUPT;
 	}
 	for (g = 0, n = 0; g < SHMQ_MAX_GROUPS; g++) {
-		struct shmq_group_slot *gs = shmq__group(&m, g);
+		struct shmq_group_slot *gs = shmq__group(mp, g);
 		struct shmq_group_stat *out_g = &st->groups[n];
 
 		if (ck_pr_load_32(&gs->state) != SHMQ_GROUP_ACTIVE)
@@ -301,33 +366,33 @@ int shmq_topic_stat(shmq_client_t *c, const char *name,
 		memcpy(out_g->name, gs->name, SHMQ_NAME_MAX);
 		out_g->name[SHMQ_NAME_MAX] = 0;
 		for (i = 0; i < SHMQ_MAX_MEMBERS; i++) {
-			struct shmq_member_slot *ms = shmq__member_slot(&m, i);
+			struct shmq_member_slot *ms = shmq__member_slot(mp, i);
 
 			if (ck_pr_load_32(&ms->owner.pid) &&
 			    ck_pr_load_32(&ms->group) == g)
 				out_g->members++;
 		}
-		out_g->partitions = calloc(m.geo.partitions, sizeof(*out_g->partitions));
+		out_g->partitions = calloc(mp->geo.partitions, sizeof(*out_g->partitions));
 		if (!out_g->partitions)
 			goto nomem;
 		n++;
 		st->group_count = n;
-		for (p = 0; p < m.geo.partitions; p++) {
-			struct shmq_cursor *cur = &shmq__part(&m, p)->cursor[g];
+		for (p = 0; p < mp->geo.partitions; p++) {
+			struct shmq_cursor *cur = &shmq__part(mp, p)->cursor[g];
 			struct shmq_group_partition_stat *gp = &out_g->partitions[p];
 
 			gp->next = ck_pr_load_64(&cur->next);
 			gp->committed = ck_pr_load_64(&cur->committed);
 			gp->lag_bytes = st->partitions[p].next_offset - gp->next;
-			if (gp->lag_bytes > m.geo.ring_bytes)
+			if (gp->lag_bytes > mp->geo.ring_bytes)
 				st->partitions[p].error = SHMQ_ECORRUPT;
 		}
 	}
-	shmq__segment_detach(&m);
+	shmq__topic_put(c, mp);
 	*out = st;
 	return 0;
 nomem:
 	shmq_topic_stat_free(st);
-	shmq__segment_detach(&m);
+	shmq__topic_put(c, mp);
 	return -ENOMEM;
 }

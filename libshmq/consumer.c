@@ -32,7 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <ck_pr.h>
+#include "atomics.h"
 
 #include "shmq_int.h"
 
@@ -40,7 +40,8 @@
 #define SPIN_NS 20000u
 
 struct shmq_consumer {
-	struct shmq_map map;
+	shmq_client_t *client;
+	struct shmq_map *map;
 	uint32_t group;
 	uint32_t member;
 	struct shmq_member_slot *slot;
@@ -214,46 +215,47 @@ int shmq_consumer_open(shmq_client_t *client, const char *topic,
 	c->member = UINT32_MAX;
 	if (OPT_HAS(opts, flags))
 		c->flags = opts->flags;
-	rc = shmq__topic_attach(client, topic, &c->map);
+	c->client = client;
+	rc = shmq__topic_get(client, topic, &c->map);
 	if (rc)
 		goto fail;
-	c->broken = calloc(c->map.geo.partitions, 1);
+	c->broken = calloc(c->map->geo.partitions, 1);
 	if (!c->broken) {
 		rc = -ENOMEM;
 		goto fail;
 	}
-	rc = take_member_slot(&c->map, &c->member);
+	rc = take_member_slot(c->map, &c->member);
 	if (rc)
 		goto fail;
-	c->slot = shmq__member_slot(&c->map, c->member);
+	c->slot = shmq__member_slot(c->map, c->member);
 
-	rc = shmq__seg_lock(&c->map);
+	rc = shmq__seg_lock(c->map);
 	if (rc)
 		goto fail;
 	locked = true;
-	rc = find_or_create_group(&c->map, group, &c->group, &created);
+	rc = find_or_create_group(c->map, group, &c->group, &created);
 	if (rc)
 		goto fail;
-	if (created || !group_has_live_member(&c->map, c->group, c->member)) {
-		rc = place_group(&c->map, c->group, from, offset, created);
+	if (created || !group_has_live_member(c->map, c->group, c->member)) {
+		rc = place_group(c->map, c->group, from, offset, created);
 		if (rc) {
 			if (created)
-				ck_pr_store_32(&shmq__group(&c->map, c->group)->state,
+				ck_pr_store_32(&shmq__group(c->map, c->group)->state,
 					       SHMQ_GROUP_FREE);
 			goto fail;
 		}
 	}
 	ck_pr_store_32(&c->slot->group, c->group);
-	shmq__seg_unlock(&c->map);
+	shmq__seg_unlock(c->map);
 	*out = c;
 	return 0;
 fail:
 	if (locked)
-		shmq__seg_unlock(&c->map);
+		shmq__seg_unlock(c->map);
 	if (c->member != UINT32_MAX)
-		free_member_slot(&c->map, c->member);
+		free_member_slot(c->map, c->member);
 	free(c->broken);
-	shmq__segment_detach(&c->map);
+	shmq__topic_put(client, c->map);
 	free(c);
 	return rc;
 }
@@ -262,7 +264,7 @@ void shmq_consumer_release(shmq_consumer_t *c)
 {
 	if (!c || c->held < 0)
 		return;
-	shmq__ring_release(&c->map, (uint32_t)c->held, c->member);
+	shmq__ring_release(c->map, (uint32_t)c->held, c->member);
 	c->held = -1;
 }
 
@@ -271,16 +273,16 @@ void shmq_consumer_close(shmq_consumer_t *c)
 	if (!c)
 		return;
 	shmq_consumer_release(c);
-	free_member_slot(&c->map, c->member);
+	free_member_slot(c->map, c->member);
 	free(c->broken);
-	shmq__segment_detach(&c->map);
+	shmq__topic_put(c->client, c->map);
 	free(c);
 }
 
 /* One look at every partition, starting after the last one served. */
 static int try_all(struct shmq_consumer *c, struct shmq_msg *msg)
 {
-	struct shmq_map *m = &c->map;
+	struct shmq_map *m = c->map;
 	uint32_t n = m->geo.partitions, i;
 
 	for (i = 0; i < n; i++) {
@@ -323,7 +325,7 @@ int shmq_consumer_poll(shmq_consumer_t *c, struct shmq_msg *msg, int timeout_ms)
 	if (!c || !msg)
 		return -EINVAL;
 	shmq_consumer_release(c);
-	hdr = c->map.hdr;
+	hdr = c->map->hdr;
 	for (;;) {
 		rc = try_all(c, msg);
 		if (rc != -EAGAIN)
@@ -367,7 +369,7 @@ int shmq_consumer_commit(shmq_consumer_t *c)
 
 	if (!c)
 		return -EINVAL;
-	m = &c->map;
+	m = c->map;
 	if (ck_pr_load_32(&m->hdr->deleted))
 		return SHMQ_EDELETED;
 	for (p = 0; p < m->geo.partitions; p++) {
@@ -390,19 +392,19 @@ int shmq_consumer_seek(shmq_consumer_t *c, uint32_t partition, uint64_t offset)
 	if (!c)
 		return -EINVAL;
 	shmq__clear_detail();
-	if (partition >= c->map.geo.partitions)
+	if (partition >= c->map->geo.partitions)
 		return shmq__fail(-EINVAL, "partition %u out of range (topic has %u)",
-				  partition, c->map.geo.partitions);
-	if (ck_pr_load_32(&c->map.hdr->deleted))
+				  partition, c->map->geo.partitions);
+	if (ck_pr_load_32(&c->map->hdr->deleted))
 		return SHMQ_EDELETED;
 	shmq_consumer_release(c);
 	c->broken[partition] = 0;
-	return shmq__ring_seek(&c->map, partition, c->group, offset);
+	return shmq__ring_seek(c->map, partition, c->group, offset);
 }
 
 int shmq_group_delete(shmq_client_t *client, const char *topic, const char *group)
 {
-	struct shmq_map m;
+	struct shmq_map *mp;
 	uint32_t g, i;
 	int rc;
 
@@ -411,14 +413,14 @@ int shmq_group_delete(shmq_client_t *client, const char *topic, const char *grou
 	shmq__clear_detail();
 	if (!shmq__name_valid(group))
 		return shmq__fail(-EINVAL, "bad group name \"%s\"", group);
-	rc = shmq__topic_attach(client, topic, &m);
+	rc = shmq__topic_get(client, topic, &mp);
 	if (rc)
 		return rc;
-	rc = shmq__seg_lock(&m);
+	rc = shmq__seg_lock(mp);
 	if (rc)
 		goto out;
 	for (g = 0; g < SHMQ_MAX_GROUPS; g++) {
-		struct shmq_group_slot *gs = shmq__group(&m, g);
+		struct shmq_group_slot *gs = shmq__group(mp, g);
 
 		if (ck_pr_load_32(&gs->state) == SHMQ_GROUP_ACTIVE &&
 		    strncmp(gs->name, group, sizeof(gs->name)) == 0)
@@ -426,27 +428,27 @@ int shmq_group_delete(shmq_client_t *client, const char *topic, const char *grou
 	}
 	if (g == SHMQ_MAX_GROUPS) {
 		rc = shmq__fail(-ENOENT, "topic %s has no group \"%s\"", topic, group);
-	} else if (group_has_live_member(&m, g, UINT32_MAX)) {
+	} else if (group_has_live_member(mp, g, UINT32_MAX)) {
 		rc = shmq__fail(-EBUSY, "group \"%s\" of topic %s has a live member", group, topic);
 	} else {
 		/* Dead members' slots go with the group, holds first. */
 		for (i = 0; i < SHMQ_MAX_MEMBERS; i++) {
-			struct shmq_member_slot *s = shmq__member_slot(&m, i);
+			struct shmq_member_slot *s = shmq__member_slot(mp, i);
 			uint32_t p;
 
 			if (!ck_pr_load_32(&s->owner.pid) || ck_pr_load_32(&s->group) != g)
 				continue;
-			for (p = 0; p < m.geo.partitions; p++)
-				ck_pr_store_64(&shmq__part(&m, p)->hold[i], SHMQ_POS_NONE);
-			free_member_slot(&m, i);
+			for (p = 0; p < mp->geo.partitions; p++)
+				ck_pr_store_64(&shmq__part(mp, p)->hold[i], SHMQ_POS_NONE);
+			free_member_slot(mp, i);
 		}
-		ck_pr_store_32(&shmq__group(&m, g)->state, SHMQ_GROUP_FREE);
+		ck_pr_store_32(&shmq__group(mp, g)->state, SHMQ_GROUP_FREE);
 		/* Producers blocked on this group's position may go on. */
-		ck_pr_inc_32(&m.hdr->space_seq);
-		shmq__futex_wake_all(&m.hdr->space_seq);
+		ck_pr_inc_32(&mp->hdr->space_seq);
+		shmq__futex_wake_all(&mp->hdr->space_seq);
 	}
-	shmq__seg_unlock(&m);
+	shmq__seg_unlock(mp);
 out:
-	shmq__segment_detach(&m);
+	shmq__topic_put(client, mp);
 	return rc;
 }

@@ -13,12 +13,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <ck_pr.h>
+#include "atomics.h"
 
 #include "shmq_int.h"
 
 struct shmq_producer {
-	struct shmq_map map;
+	shmq_client_t *client;
+	struct shmq_map *map;
 	uint32_t slot_index;
 	struct shmq_producer_slot *slot;
 	unsigned flags;
@@ -65,23 +66,24 @@ int shmq_producer_open(shmq_client_t *client, const char *topic,
 		return -ENOMEM;
 	if (OPT_HAS(opts, flags))
 		p->flags = opts->flags;
-	rc = shmq__topic_attach(client, topic, &p->map);
+	p->client = client;
+	rc = shmq__topic_get(client, topic, &p->map);
 	if (rc)
 		goto fail;
-	p->limit = calloc(p->map.geo.partitions, sizeof(*p->limit));
+	p->limit = calloc(p->map->geo.partitions, sizeof(*p->limit));
 	if (!p->limit) {
 		rc = -ENOMEM;
 		goto fail;
 	}
-	rc = take_slot(&p->map, &p->slot_index);
+	rc = take_slot(p->map, &p->slot_index);
 	if (rc)
 		goto fail;
-	p->slot = shmq__producer_slot(&p->map, p->slot_index);
+	p->slot = shmq__producer_slot(p->map, p->slot_index);
 	*out = p;
 	return 0;
 fail:
 	free(p->limit);
-	shmq__segment_detach(&p->map);
+	shmq__topic_put(client, p->map);
 	free(p);
 	return rc;
 }
@@ -100,14 +102,14 @@ void shmq_producer_close(shmq_producer_t *p)
 	ck_pr_fence_store();
 	ck_pr_store_32(&s->owner.pid, 0);
 	free(p->limit);
-	shmq__segment_detach(&p->map);
+	shmq__topic_put(p->client, p->map);
 	free(p);
 }
 
 static int choose_partition(struct shmq_producer *p, int partition,
 			    const void *key, size_t key_len)
 {
-	uint32_t n = p->map.geo.partitions;
+	uint32_t n = p->map->geo.partitions;
 
 	if (partition >= 0)
 		return (uint32_t)partition < n ? partition : -EINVAL;
@@ -123,7 +125,7 @@ static int claim_frame(struct shmq_producer *p, int partition, const void *key,
 		       size_t key_len, size_t value_len, int timeout_ms,
 		       struct shmq_frame **frame)
 {
-	struct shmq_map *m = &p->map;
+	struct shmq_map *m = p->map;
 	struct shmq_frame *f;
 	int part, rc;
 
@@ -174,7 +176,7 @@ int shmq_send(shmq_producer_t *p, int partition, const void *key,
 	if (value_len)
 		memcpy((uint8_t *)f + SHMQ_FRAME_HEADER + key_len, value, value_len);
 	p->claimed = false;
-	rc = shmq__ring_commit(&p->map, p->slot, &p->claim, false);
+	rc = shmq__ring_commit(p->map, p->slot, &p->claim, false);
 	if (rc)
 		return rc;
 	if (offset)
@@ -206,7 +208,7 @@ int shmq_producer_commit(shmq_producer_t *p)
 	if (!p || !p->claimed)
 		return -EINVAL;
 	p->claimed = false;
-	return shmq__ring_commit(&p->map, p->slot, &p->claim, false);
+	return shmq__ring_commit(p->map, p->slot, &p->claim, false);
 }
 
 int shmq_producer_abort(shmq_producer_t *p)
@@ -214,6 +216,6 @@ int shmq_producer_abort(shmq_producer_t *p)
 	if (!p || !p->claimed)
 		return -EINVAL;
 	p->claimed = false;
-	shmq__ring_commit(&p->map, p->slot, &p->claim, true);
+	shmq__ring_commit(p->map, p->slot, &p->claim, true);
 	return 0;
 }

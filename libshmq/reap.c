@@ -45,7 +45,7 @@
  */
 #include <errno.h>
 
-#include <ck_pr.h>
+#include "atomics.h"
 
 #include "shmq_int.h"
 

@@ -96,7 +96,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <ck_pr.h>
+#include "atomics.h"
 
 #include "shmq_int.h"
 

@@ -75,7 +75,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <ck_pr.h>
+#include "atomics.h"
 
 #include "shmq_int.h"
 

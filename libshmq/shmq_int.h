@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <pthread.h>
 #include <sys/types.h>
 
 #include "layout.h"
@@ -295,17 +296,29 @@ int shmq__ring_check(struct shmq_map *m, uint32_t part);
 /* ------------------------------------------------------------------------
  * client.c: the client handle and topic lookup
  */
+struct shmq_topic_ref;
+
 struct shmq_client {
 	char *dir;   /* realpath of the data directory */
 	uint64_t ns; /* namespace id */
+	pthread_mutex_t lock;	     /* guards topics */
+	struct shmq_topic_ref *topics; /* attached segments, shared by handles */
 };
 
 /*
- * Attach topic name of the client's namespace: read its topic file, then
- * attach the segment expecting the file's owner, mode and topic id.
- * Returns 0 or the errors of shmq__topic_file_read / shmq__segment_attach.
+ * Attach topic name of the client's namespace, or share the mapping the
+ * client already has of it: the topic file is read each time, and a cached
+ * mapping is reused only while its topic id matches and it is not deleted.
+ * The file says who must own the segment, its mode and its id; the segment
+ * must agree.  Returns 0 and *out, or the errors of shmq__topic_file_read
+ * and shmq__segment_attach.  Release with shmq__topic_put().  Thread-safe.
+ *
+ * Sharing one mapping per topic and client keeps the page tables small and
+ * lets ThreadSanitizer see producers and consumers of one process touch the
+ * same addresses.
  */
-int shmq__topic_attach(shmq_client_t *c, const char *name, struct shmq_map *m);
+int shmq__topic_get(shmq_client_t *c, const char *name, struct shmq_map **out);
+void shmq__topic_put(shmq_client_t *c, struct shmq_map *m);
 
 /* Lock the segment's registration mutex (robust; bounded wait). */
 int shmq__seg_lock(struct shmq_map *m);

@@ -22,7 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <ck_pr.h>
+#include "atomics.h"
 
 #include "shmq_int.h"
 
