@@ -193,6 +193,7 @@ void shmq__reap_topic(struct shmq_map *m, struct shmq_reap_state *st,
 		o.pid = ck_pr_load_32(&s->owner.pid);
 		if (!o.pid) {
 			memo->claim_pos = SHMQ_POS_NONE;
+			memo->first_seen_ns = 0;
 			continue;
 		}
 		o.start_ticks = ck_pr_load_64(&s->owner.start_ticks);
@@ -203,6 +204,7 @@ void shmq__reap_topic(struct shmq_map *m, struct shmq_reap_state *st,
 
 		if (claim == SHMQ_POS_NONE) {
 			memo->claim_pos = SHMQ_POS_NONE;
+			memo->first_seen_ns = 0;
 			if ((slow || revoked != SHMQ_POS_NONE) && !shmq__owner_alive(&o)) {
 				free_producer_slot(m, s);
 				stats->dead_producers++;
@@ -210,9 +212,10 @@ void shmq__reap_topic(struct shmq_map *m, struct shmq_reap_state *st,
 			}
 			continue;
 		}
-		if (claim != memo->claim_pos) {
+		/* first_seen_ns 0: a fresh (zeroed) memo has seen nothing. */
+		if (claim != memo->claim_pos || memo->first_seen_ns == 0) {
 			memo->claim_pos = claim;
-			memo->first_seen_ns = now_ns;
+			memo->first_seen_ns = now_ns | 1;
 			continue;
 		}
 		if (!shmq__owner_alive(&o)) {
@@ -222,6 +225,7 @@ void shmq__reap_topic(struct shmq_map *m, struct shmq_reap_state *st,
 			}
 			free_producer_slot(m, s);
 			memo->claim_pos = SHMQ_POS_NONE;
+			memo->first_seen_ns = 0;
 			stats->dead_producers++;
 			woke = true;
 			continue;

@@ -331,7 +331,7 @@ void shmq__seg_unlock(struct shmq_map *m);
 /* What the reaper remembers between scans for one producer slot. */
 struct shmq_reap_slot_memo {
 	uint64_t claim_pos;
-	uint64_t first_seen_ns;
+	uint64_t first_seen_ns; /* 0: nothing seen (a zeroed memo is valid) */
 };
 
 struct shmq_reap_state {
