@@ -15,7 +15,8 @@
  *   SHMQ_EREVOKED) or dies.
  * - A member slot whose process is gone loses its holds and its slot.
  * - Idle slots are checked every SLOW_PASSES passes, so that a producer or
- *   consumer killed while idle gives its slot back.
+ *   consumer killed while idle gives its slot back, and so is each
+ *   partition's tail lock, taken back from a dead holder.
  *
  * A claim seen only once costs no system call: busy producers hold a claim
  * for well under a microsecond, so the reaper reads /proc only for claims
@@ -237,6 +238,21 @@ void shmq__reap_topic(struct shmq_map *m, struct shmq_reap_state *st,
 			stats->padded_stalled++;
 			woke = true;
 		}
+	}
+
+	/*
+	 * A tail lock left by a dead process.  One held by a live process is
+	 * never taken away, not even from a stopped one: it may be in the
+	 * middle of moving the tail (ring.c, make_room), and producers that
+	 * wait for the lock give up after their timeout instead of hanging.
+	 */
+	for (i = 0; slow && i < m->geo.partitions; i++) {
+		struct shmq_part_header *ph = shmq__part(m, i);
+		struct shmq_owner o = { .pid = ck_pr_load_32(&ph->tail_lock) };
+
+		if (o.pid && !shmq__owner_alive(&o) &&
+		    ck_pr_cas_32(&ph->tail_lock, o.pid, 0))
+			woke = true;
 	}
 
 	for (i = 0; i < SHMQ_MAX_MEMBERS; i++) {

@@ -238,13 +238,18 @@ static bool revoked_at(struct shmq_map *m, uint32_t part, uint64_t t)
 }
 
 /*
- * The tail lock.  Held for a bounded walk of frame headers or a seek, so
- * waiters spin with a pause and yield; one that waits long checks whether
- * the owner still exists and takes the lock over from a dead one.
+ * The tail lock.  Held for a bounded walk of frame headers or a seek, so a
+ * waiter spins with a pause, then yields, for at most max_wait_ns: the
+ * owner may be stopped (SIGSTOP) inside, and a send with a timeout of 0
+ * must not hang on it.  A waiter that gives up also checks whether the
+ * owner still exists and takes the lock over from a dead one; shmqd takes
+ * it from a stopped one after the stall timeout (reap.c).  Returns 0, or
+ * -EAGAIN when the lock stayed taken.
  */
-static void tail_lock(struct shmq_part_header *ph)
+static int tail_lock(struct shmq_part_header *ph, uint64_t max_wait_ns)
 {
 	struct shmq_owner self;
+	uint64_t start = 0;
 	uint32_t me, spins = 0;
 
 	shmq__owner_self(&self);
@@ -255,23 +260,30 @@ static void tail_lock(struct shmq_part_header *ph)
 
 		if (owner == 0) {
 			if (ck_pr_cas_32(&ph->tail_lock, 0, me))
-				return;
+				return 0;
 			continue;
 		}
 		if (++spins < 64) {
 			ck_pr_stall();
 			continue;
 		}
-		if ((spins & 1023) == 0) {
+		if (!start)
+			start = shmq__mono_ns();
+		if (shmq__mono_ns() - start >= max_wait_ns) {
 			struct shmq_owner o = { .pid = owner };
 
 			if (!shmq__owner_alive(&o) &&
 			    ck_pr_cas_32(&ph->tail_lock, owner, me))
-				return;
+				return 0;
+			return -EAGAIN;
 		}
 		sched_yield();
 	}
 }
+
+/* How long make_room and seek wait for the tail lock. */
+#define TAIL_LOCK_WAIT_NS 200000u
+#define SEEK_LOCK_WAIT_NS 1000000000u
 
 static void tail_unlock(struct shmq_part_header *ph)
 {
@@ -312,7 +324,8 @@ static int make_room(struct shmq_map *m, uint32_t part, uint64_t end,
 	if (!pos_before(tail, need))
 		goto enough;
 
-	tail_lock(ph);
+	if (tail_lock(ph, TAIL_LOCK_WAIT_NS))
+		return -EAGAIN; /* like a full ring: the caller waits or fails */
 	tail = ck_pr_load_64(&ph->tail);
 	head = ck_pr_load_64(&ph->head);
 	if (head - tail > cap) {
@@ -341,9 +354,16 @@ static int make_room(struct shmq_map *m, uint32_t part, uint64_t end,
 		}
 		t += v.size;
 	}
-	if (t != tail)
-		ck_pr_store_64(&ph->tail, t);
-	tail = t;
+	/*
+	 * Only forward, by CAS: shmqd may have taken the lock from a holder
+	 * that was stopped in here, and that holder must not move the tail
+	 * back when it resumes.
+	 */
+	while (pos_before(tail, t) && !ck_pr_cas_64(&ph->tail, tail, t))
+		tail = ck_pr_load_64(&ph->tail);
+	tail = ck_pr_load_64(&ph->tail);
+	if (pos_before(tail, t))
+		tail = t;
 	if (pos_before(t, need))
 		rc = -EAGAIN;
 out:
@@ -505,8 +525,15 @@ int shmq__ring_commit(struct shmq_map *m, struct shmq_producer_slot *slot,
 			rc = SHMQ_EREVOKED;
 	}
 	ck_pr_store_64(&slot->claim_pos, SHMQ_POS_NONE);
-	if (rc == SHMQ_EREVOKED &&
-	    ck_pr_load_64(&slot->revoked_pos) != SHMQ_POS_NONE) {
+	if (rc == SHMQ_EREVOKED) {
+		/*
+		 * shmqd announces a revocation in our slot before its seal
+		 * CAS, and our failed CAS saw that CAS, so an unannounced
+		 * change of the seal is somebody writing where they must not.
+		 */
+		if (ck_pr_load_64(&slot->revoked_pos) == SHMQ_POS_NONE)
+			return shmq__fail(SHMQ_ECORRUPT, "partition %u: the seal of our claim at %llu changed under us",
+					  c->part, (unsigned long long)c->frame_pos);
 		/* Let the tail walk pass our padded claim: we no longer write. */
 		ck_pr_store_64(&slot->revoked_pos, SHMQ_POS_NONE);
 		ck_pr_dec_32(&hdr->revoked);
@@ -593,7 +620,9 @@ int shmq__ring_seek(struct shmq_map *m, uint32_t part, uint32_t g,
 	struct shmq_frame_view v;
 	int rc = 0;
 
-	tail_lock(ph);
+	if (tail_lock(ph, SEEK_LOCK_WAIT_NS))
+		return shmq__fail(-EBUSY, "partition %u: its tail lock stayed taken by pid %u",
+				  part, ck_pr_load_32(&ph->tail_lock));
 	head = ck_pr_load_64(&ph->head);
 	tail = ck_pr_load_64(&ph->tail);
 	if (head - tail > cap) {
