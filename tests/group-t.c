@@ -38,7 +38,7 @@ static int expect_seq(shmq_consumer_t *c, int from, int to, int all, const char 
 {
 	struct shmq_msg m;
 	char want[32];
-	int i = from, rc;
+	int i = from, rc = -EAGAIN;
 
 	while ((all || i < to) && (rc = shmq_consumer_poll(c, &m, 50)) == 0) {
 		snprintf(want, sizeof want, "m%06d", i);
