@@ -275,7 +275,9 @@ SHMQ_API void shmq_producer_close(shmq_producer_t *producer);
  * Returns the partition number (>= 0) and stores the message's offset in
  * *offset if offset is not NULL.  Errors: -EAGAIN (full), -EINVAL (bad
  * partition), SHMQ_ETOOBIG, SHMQ_EDELETED, SHMQ_ECORRUPT (the partition's
- * shared state failed a check), -EBUSY (a claim is outstanding).
+ * shared state failed a check), -EBUSY (a claim is outstanding),
+ * SHMQ_EREVOKED (this thread stalled inside the call for longer than the
+ * topic's stall timeout, and shmqd padded its message over: not published).
  *
  * Ordering: the message is visible to consumers when this returns
  * (release ordering on its frame's commit word), and is ordered after every

@@ -398,6 +398,9 @@ int shmq__segment_validate(const void *base, size_t bytes,
 		return SHMQ_ESIZE;
 	if (!full_policy_ok(g.full_policy))
 		return SHMQ_ESIZE;
+	/* 0 would let shmqd revoke every claim it sees twice. */
+	if (g.stall_timeout_ms == 0)
+		return SHMQ_ESIZE;
 	if (parts_off != SHMQ_PARTS_OFF ||
 	    g.rings_off != shmq__rings_off(g.partitions))
 		return SHMQ_ESIZE;
