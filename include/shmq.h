@@ -145,6 +145,16 @@ SHMQ_API void shmq_close(shmq_client_t *client);
 enum shmq_full_policy {
 	SHMQ_FULL_BLOCK = 1, /* producers wait (futex, with a timeout) */
 	SHMQ_FULL_FAIL = 2,  /* producers get -EAGAIN at once */
+	SHMQ_FULL_SPILL = 3, /* shmqd moves what lagging groups hold to disk;
+			      * producers wait only while the disk is behind */
+};
+
+/* What goes to disk (spill files under the data directory). */
+enum shmq_spill_mode {
+	SHMQ_SPILL_DEFAULT = 0,	 /* OVERFLOW with SHMQ_FULL_SPILL, else OFF */
+	SHMQ_SPILL_OFF = 1,	 /* nothing: the rings are the only copy */
+	SHMQ_SPILL_OVERFLOW = 2, /* what lagging groups hold when a ring runs short */
+	SHMQ_SPILL_ALWAYS = 3,	 /* every message: a journal (see shmq_producer_flush) */
 };
 
 struct shmq_topic_opts {
@@ -152,16 +162,19 @@ struct shmq_topic_opts {
 	uint32_t partitions;	  /* 1 .. SHMQ_MAX_PARTITIONS, default 1 */
 	uint64_t ring_bytes;	  /* power of two, SHMQ_RING_MIN .. MAX, default 1 MiB */
 	uint32_t max_message;	  /* largest key+value, default ring_bytes/4, at most ring_bytes/2 - 32 */
-	int full_policy;	  /* enum shmq_full_policy, default BLOCK */
+	int full_policy;	  /* enum shmq_full_policy, default SPILL */
 	int numa_node;		  /* bind the rings to this node, -1 = none */
 	uint32_t mode;		  /* segment permission bits, default 0600 */
 	uint32_t stall_timeout_ms; /* pad over a live producer stuck in a claim, default 10000 */
+	int spill;		  /* enum shmq_spill_mode */
+	uint64_t retain_bytes;	  /* spill files kept per partition, 0 = no limit */
+	uint64_t retain_ms;	  /* age of spill files kept, 0 = no limit */
 };
 #define SHMQ_TOPIC_OPTS_INIT                                                   \
 	{ .size = sizeof(struct shmq_topic_opts), .partitions = 1,             \
 	  .ring_bytes = 1u << 20, .max_message = 0,                             \
-	  .full_policy = SHMQ_FULL_BLOCK, .numa_node = -1, .mode = 0600,        \
-	  .stall_timeout_ms = 10000 }
+	  .full_policy = SHMQ_FULL_SPILL, .numa_node = -1, .mode = 0600,        \
+	  .stall_timeout_ms = 10000, .spill = SHMQ_SPILL_DEFAULT }
 
 /*
  * Ask shmqd to create a topic.  Names are 1..SHMQ_NAME_MAX bytes of

@@ -204,6 +204,9 @@ static int control(shmq_client_t *c, uint32_t op, const char *name,
 		req.params.mode = OPT_HAS(opts, mode) ? opts->mode : 0;
 		req.params.stall_timeout_ms = OPT_HAS(opts, stall_timeout_ms) ?
 			opts->stall_timeout_ms : 0;
+		req.params.spill_mode = OPT_HAS(opts, spill) ? (uint32_t)opts->spill : 0;
+		req.params.retain_bytes = OPT_HAS(opts, retain_bytes) ? opts->retain_bytes : 0;
+		req.params.retain_ms = OPT_HAS(opts, retain_ms) ? opts->retain_ms : 0;
 	} else {
 		req.params.numa_node = -1;
 	}

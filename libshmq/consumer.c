@@ -295,6 +295,8 @@ static int try_all(struct shmq_consumer *c, struct shmq_msg *msg)
 		rc = shmq__ring_take(m, p, c->group, c->member, &v);
 		if (rc == -EAGAIN)
 			continue;
+		if (rc == SHMQ_TAKE_DISK)
+			rc = SHMQ_EGONE; /* reading spill files: not wired yet */
 		if (rc) {
 			c->broken[p] = 1;
 			msg->partition = p;

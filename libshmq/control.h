@@ -23,7 +23,7 @@
 #include "shmq.h"
 
 #define SHMQ_CTL_MAGIC	 0x6c7463716d6873ull /* "shmqctl" */
-#define SHMQ_CTL_VERSION 1u
+#define SHMQ_CTL_VERSION 2u
 
 enum shmq_ctl_op {
 	SHMQ_CTL_PING = 1,   /* is shmqd there?  status 0 */
@@ -39,6 +39,10 @@ struct shmq_ctl_params {
 	int32_t numa_node;
 	uint32_t mode;
 	uint32_t stall_timeout_ms;
+	uint32_t spill_mode;
+	uint32_t reserved;
+	uint64_t retain_bytes;
+	uint64_t retain_ms;
 };
 
 struct shmq_ctl_request {

@@ -58,7 +58,7 @@
 
 #include "shmq.h"
 
-#define SHMQ_LAYOUT_VERSION 1u
+#define SHMQ_LAYOUT_VERSION 2u
 #define SHMQ_SEG_MAGIC	    0x31676573716d6873ull /* "shmqseg1" */
 #define SHMQ_SEG_READY	    0x59444145u		  /* "EADY" */
 
@@ -117,6 +117,8 @@ struct shmq_seg_header {
 	uint32_t stall_timeout_ms;
 	uint32_t owner_uid;
 	char name[SHMQ_NAME_MAX + 8];
+	uint32_t spill_mode; /* enum shmq_spill_mode */
+	uint32_t reserved_id;
 
 	/* State. */
 	uint32_t ready __attribute__((aligned(SHMQ_CACHELINE)));
@@ -131,6 +133,10 @@ struct shmq_seg_header {
 	/* Producers waiting for space: an event consumers signal. */
 	uint32_t space_seq __attribute__((aligned(SHMQ_CACHELINE)));
 	uint32_t space_waiters; /* flag: a producer may be asleep */
+
+	/* Producers waiting for a durable acknowledgement: shmqd signals. */
+	uint32_t sync_seq __attribute__((aligned(SHMQ_CACHELINE)));
+	uint32_t sync_waiters; /* flag */
 
 	/* Guards group creation and member registration (cold path only). */
 	pthread_mutex_t lock __attribute__((aligned(SHMQ_CACHELINE)));
@@ -191,15 +197,32 @@ _Static_assert(sizeof(struct shmq_cursor) == SHMQ_CACHELINE, "cursor");
 struct shmq_part_header {
 	/* Producers: CAS to claim [head, head + len). */
 	uint64_t head __attribute__((aligned(SHMQ_CACHELINE)));
-	/* Producers: oldest position still intact (frames below are reused). */
+	/*
+	 * Producers, under tail_lock.  tail: oldest position readers may
+	 * still find in the ring.  reuse: how far producers may overwrite
+	 * (reuse <= tail; see ring.c, make_room).
+	 */
 	uint64_t tail __attribute__((aligned(SHMQ_CACHELINE)));
+	uint64_t reuse;
 	/*
 	 * Serialises moving the tail (producers, make_room) with moving a
 	 * cursor by seek or group start: pid of the holder, 0 when free.
 	 */
 	uint32_t tail_lock __attribute__((aligned(SHMQ_CACHELINE)));
 	uint8_t reserved0[SHMQ_CACHELINE - 4];
-	uint8_t reserved1[SHMQ_CACHELINE];
+	/*
+	 * shmqd's spiller.  spilled: every frame below it that a group still
+	 * needs is on disk, so producers may reuse it.  synced: frames below
+	 * it are on disk and synced (durable acknowledgements wait for it).
+	 * spill_hold: the spiller is copying frames from here (a hazard, like
+	 * a member's hold).  spill_error: the last error of the spiller for
+	 * this partition (0 when fine), for stat.
+	 */
+	uint64_t spilled __attribute__((aligned(SHMQ_CACHELINE)));
+	uint64_t synced;
+	uint64_t spill_hold;
+	int32_t spill_error;
+	uint32_t reserved1[(SHMQ_CACHELINE - 28) / 4];
 	struct shmq_cursor cursor[SHMQ_MAX_GROUPS];
 	/* hold[m]: member m may be reading the frame at this position. */
 	uint64_t hold[SHMQ_MAX_MEMBERS];

@@ -156,9 +156,13 @@ int shmq__frame_decode(const uint8_t *ring, uint64_t ring_bytes, uint64_t pos,
 }
 
 /*
- * The lowest position any active group (g == UINT32_MAX) or group g still
- * needs.  A cursor or hold more than a ring behind head, or ahead of it,
- * cannot come from a working process: SHMQ_ECORRUPT.
+ * The lowest position group g still needs in the ring (its cursor and its
+ * members' holds), or with g == UINT32_MAX, the lowest position that no
+ * producer may overwrite: every active group's cursor, raised to the
+ * spilled position on a spilling topic (what is on disk no longer needs
+ * the ring), then lowered to every hold and to the spiller's hold.
+ * A cursor, hold or spilled position outside [head - ring, head] cannot
+ * hold anything and is ignored (see below).
  */
 static int horizon_of(struct shmq_map *m, uint32_t part, uint32_t g,
 		      uint64_t *out)
@@ -186,6 +190,15 @@ static int horizon_of(struct shmq_map *m, uint32_t part, uint32_t g,
 			continue;
 		if (pos_before(n, h))
 			h = n;
+	}
+	if (g == UINT32_MAX && m->geo.spill_mode != SHMQ_SPILL_OFF) {
+		uint64_t sp = ck_pr_load_64(&ph->spilled), x;
+
+		if (head - sp <= cap && pos_before(h, sp))
+			h = sp;
+		x = ck_pr_load_64(&ph->spill_hold);
+		if (x != SHMQ_POS_NONE && head - x <= cap && pos_before(x, h))
+			h = x;
 	}
 	/* Cursors before holds: a member stores its hold before its cursor CAS. */
 	ck_pr_fence_load();
@@ -298,10 +311,19 @@ static void tail_unlock(struct shmq_part_header *ph)
 #define WALK_AHEAD_MAX (256u << 10)
 
 /*
- * Make room so that a claim may end at `end`: move the tail to at least
- * end - ring_bytes over committed frames below the horizon.  Walks a little
- * further so that the next claims find room without coming here.  Sets
- * *limit to the furthest end now allowed.
+ * Make room so that a claim may end at `end`: producers may overwrite
+ * positions below `reuse` (a frame at p lives at p & mask, so a claim may
+ * end at reuse + ring).  Under the tail lock:
+ *   1. walk the tail forward over committed frames below the horizon;
+ *   2. publish the tail (only forward), then a full fence;
+ *   3. read the hazards (holds, the spiller's hold) again, and let reuse
+ *      go only as far as the lower of the tail and the hazards.
+ * Step 3 pairs with a reader on a spilling topic, which publishes its hold
+ * and then reads the tail (shmq__ring_take): either we see its hold or it
+ * sees our tail and reads the frame from disk.  On a topic that does not
+ * spill, the group cursors that bound the walk protect readers by
+ * themselves.  The walk goes a little past what is needed so that the
+ * next claims find room without coming here.  Sets *limit.
  */
 static int make_room(struct shmq_map *m, uint32_t part, uint64_t end,
 		     uint64_t *limit)
@@ -311,29 +333,27 @@ static int make_room(struct shmq_map *m, uint32_t part, uint64_t end,
 	uint64_t cap = m->geo.ring_bytes;
 	uint64_t ahead = cap / 8 < WALK_AHEAD_MAX ? cap / 8 : WALK_AHEAD_MAX;
 	uint64_t need = end - cap, goal = need + ahead;
-	uint64_t head, tail, t, h;
+	uint64_t head, tail, reuse, t, h;
 	uint32_t max_frame = shmq__max_frame(m);
 	int rc = 0;
 
-	/*
-	 * Every tail was published under the lock with a horizon that
-	 * included every cursor, so a tail that is far enough is usable
-	 * without the lock.
-	 */
-	tail = ck_pr_load_64(&ph->tail);
-	if (!pos_before(tail, need))
+	/* reuse only grows, and each value was safe when it was published. */
+	reuse = ck_pr_load_64(&ph->reuse);
+	if (!pos_before(reuse, need))
 		goto enough;
 
 	if (tail_lock(ph, TAIL_LOCK_WAIT_NS))
 		return -EAGAIN; /* like a full ring: the caller waits or fails */
 	tail = ck_pr_load_64(&ph->tail);
 	head = ck_pr_load_64(&ph->head);
-	if (head - tail > cap) {
-		rc = shmq__fail(SHMQ_ECORRUPT, "partition %u: tail %llu and head %llu are more than a ring apart",
-				part, (unsigned long long)tail, (unsigned long long)head);
+	reuse = ck_pr_load_64(&ph->reuse);
+	if (head - tail > cap || pos_before(tail, reuse)) {
+		rc = shmq__fail(SHMQ_ECORRUPT, "partition %u: reuse %llu, tail %llu and head %llu are inconsistent",
+				part, (unsigned long long)reuse, (unsigned long long)tail,
+				(unsigned long long)head);
 		goto out;
 	}
-	if (!pos_before(tail, need))
+	if (!pos_before(reuse, need))
 		goto out;
 	rc = horizon_of(m, part, UINT32_MAX, &h);
 	if (rc)
@@ -356,22 +376,28 @@ static int make_room(struct shmq_map *m, uint32_t part, uint64_t end,
 	}
 	/*
 	 * Only forward, by CAS: shmqd may have taken the lock from a holder
-	 * that was stopped in here, and that holder must not move the tail
-	 * back when it resumes.
+	 * that died in here.
 	 */
 	while (pos_before(tail, t) && !ck_pr_cas_64(&ph->tail, tail, t))
 		tail = ck_pr_load_64(&ph->tail);
-	tail = ck_pr_load_64(&ph->tail);
-	if (pos_before(tail, t))
-		tail = t;
-	if (pos_before(t, need))
+	/* The tail before the hazards: pairs with the take of a spilling topic. */
+	ck_pr_fence_memory();
+	rc = horizon_of(m, part, UINT32_MAX, &h);
+	if (rc)
+		goto out;
+	if (pos_before(h, t))
+		t = h;
+	while (pos_before(reuse, t) && !ck_pr_cas_64(&ph->reuse, reuse, t))
+		reuse = ck_pr_load_64(&ph->reuse);
+	reuse = ck_pr_load_64(&ph->reuse);
+	if (pos_before(reuse, need))
 		rc = -EAGAIN;
 out:
 	tail_unlock(ph);
 	if (rc)
 		return rc;
 enough:
-	*limit = tail + cap;
+	*limit = reuse + cap;
 	return 0;
 }
 
@@ -461,6 +487,7 @@ int shmq__ring_claim(struct shmq_map *m, struct shmq_producer_slot *slot,
 				return rc;
 			if (ck_pr_load_32(&m->hdr->deleted))
 				return SHMQ_EDELETED;
+			/* SHMQ_FULL_SPILL waits like BLOCK: for the spiller. */
 			if (m->geo.full_policy == SHMQ_FULL_FAIL || timeout_ms == 0)
 				return -EAGAIN;
 			if (!deadline)
@@ -558,12 +585,28 @@ int shmq__ring_take(struct shmq_map *m, uint32_t part, uint32_t g,
 	const uint8_t *ring = shmq__ring(m, part);
 	uint64_t cap = m->geo.ring_bytes;
 	uint32_t max_frame = shmq__max_frame(m);
+	bool spilling = m->geo.spill_mode != SHMQ_SPILL_OFF;
 
 	for (;;) {
 		uint64_t x = ck_pr_load_64(&cur->next);
 		int rc;
 
 		ck_pr_store_64(hold, x);
+		if (spilling) {
+			/*
+			 * Producers may reuse what is on disk although we have
+			 * not read it: hold first, then look at the tail (pairs
+			 * with make_room).  Below the tail, read from disk.
+			 */
+			ck_pr_fence_memory();
+			if (pos_before(x, ck_pr_load_64(&ph->tail))) {
+				ck_pr_store_64(hold, SHMQ_POS_NONE);
+				if (ck_pr_load_64(&cur->next) != x)
+					continue;
+				v->pos = x;
+				return SHMQ_TAKE_DISK;
+			}
+		}
 		rc = shmq__frame_decode(ring, cap, x, max_frame, v);
 		if (rc == SHMQ_FRAME_PENDING) {
 			uint64_t head = ck_pr_load_64(&ph->head);
@@ -684,7 +727,9 @@ int shmq__ring_check(struct shmq_map *m, uint32_t part)
 		n = ck_pr_load_64(&ph->cursor[g].next);
 		if (n == SHMQ_POS_NONE)
 			continue;
-		if (pos_before(n, tail) || pos_before(head, n))
+		/* On a spilling topic a lagging group reads from disk. */
+		if ((pos_before(n, tail) && m->geo.spill_mode == SHMQ_SPILL_OFF) ||
+		    pos_before(head, n))
 			return shmq__fail(SHMQ_ECORRUPT, "partition %u: group %u cursor %llu outside [%llu, %llu]",
 					  part, g, (unsigned long long)n,
 					  (unsigned long long)tail, (unsigned long long)head);
@@ -708,4 +753,12 @@ int shmq__ring_check(struct shmq_map *m, uint32_t part)
 		return shmq__fail(SHMQ_ECORRUPT, "partition %u: frames end at %llu, head is %llu",
 				  part, (unsigned long long)t, (unsigned long long)head);
 	return 0;
+}
+
+int shmq__ring_take_at(struct shmq_map *m, uint32_t part, uint32_t g,
+		       uint64_t pos, uint32_t size)
+{
+	struct shmq_cursor *cur = &shmq__part(m, part)->cursor[g];
+
+	return ck_pr_cas_64(&cur->next, pos, pos + size) ? 0 : -EAGAIN;
 }

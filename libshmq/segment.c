@@ -101,7 +101,14 @@ static bool ring_bytes_ok(uint64_t r)
 
 static bool full_policy_ok(uint32_t fp)
 {
-	return fp == SHMQ_FULL_BLOCK || fp == SHMQ_FULL_FAIL;
+	return fp == SHMQ_FULL_BLOCK || fp == SHMQ_FULL_FAIL ||
+	       fp == SHMQ_FULL_SPILL;
+}
+
+static bool spill_mode_ok(uint32_t sm)
+{
+	return sm == SHMQ_SPILL_OFF || sm == SHMQ_SPILL_OVERFLOW ||
+	       sm == SHMQ_SPILL_ALWAYS;
 }
 
 /* ------------------------------------------------------------------------
@@ -182,6 +189,7 @@ uint64_t shmq__layout_signature(void)
 	SIG_FIELD(shmq_seg_header, full_policy);
 	SIG_FIELD(shmq_seg_header, numa_node);
 	SIG_FIELD(shmq_seg_header, stall_timeout_ms);
+	SIG_FIELD(shmq_seg_header, spill_mode);
 	SIG_FIELD(shmq_seg_header, owner_uid);
 	SIG_FIELD(shmq_seg_header, name);
 	SIG_FIELD(shmq_seg_header, ready);
@@ -192,6 +200,8 @@ uint64_t shmq__layout_signature(void)
 	SIG_FIELD(shmq_seg_header, data_waiters);
 	SIG_FIELD(shmq_seg_header, space_seq);
 	SIG_FIELD(shmq_seg_header, space_waiters);
+	SIG_FIELD(shmq_seg_header, sync_seq);
+	SIG_FIELD(shmq_seg_header, sync_waiters);
 	SIG_FIELD(shmq_seg_header, lock);
 
 	SIG(sizeof(struct shmq_group_slot));
@@ -222,6 +232,12 @@ uint64_t shmq__layout_signature(void)
 	SIG(sizeof(struct shmq_part_header));
 	SIG_FIELD(shmq_part_header, head);
 	SIG_FIELD(shmq_part_header, tail);
+	SIG_FIELD(shmq_part_header, reuse);
+	SIG_FIELD(shmq_part_header, tail_lock);
+	SIG_FIELD(shmq_part_header, spilled);
+	SIG_FIELD(shmq_part_header, synced);
+	SIG_FIELD(shmq_part_header, spill_hold);
+	SIG_FIELD(shmq_part_header, spill_error);
 	SIG_FIELD(shmq_part_header, cursor);
 	SIG_FIELD(shmq_part_header, hold);
 
@@ -271,7 +287,10 @@ int shmq__topic_params_check(struct shmq_topic_params *p)
 	if (p->stall_timeout_ms == 0)
 		p->stall_timeout_ms = SHMQ_DEFAULT_STALL_MS;
 	if (p->full_policy == 0)
-		p->full_policy = SHMQ_FULL_BLOCK;
+		p->full_policy = SHMQ_FULL_SPILL;
+	if (p->spill_mode == SHMQ_SPILL_DEFAULT)
+		p->spill_mode = p->full_policy == SHMQ_FULL_SPILL ?
+			SHMQ_SPILL_OVERFLOW : SHMQ_SPILL_OFF;
 
 	if (p->partitions > SHMQ_MAX_PARTITIONS)
 		return shmq__fail(-EINVAL, "partitions %u exceeds %u",
@@ -293,8 +312,13 @@ int shmq__topic_params_check(struct shmq_topic_params *p)
 				  "mode %04o: only bits of 0666 and owner rw required",
 				  p->mode);
 	if (!full_policy_ok(p->full_policy))
-		return shmq__fail(-EINVAL, "full_policy %u is neither block nor fail",
+		return shmq__fail(-EINVAL, "full_policy %u is not spill, block or fail",
 				  p->full_policy);
+	if (!spill_mode_ok(p->spill_mode))
+		return shmq__fail(-EINVAL, "spill %u is not off, overflow or always",
+				  p->spill_mode);
+	if (p->full_policy == SHMQ_FULL_SPILL && p->spill_mode == SHMQ_SPILL_OFF)
+		return shmq__fail(-EINVAL, "full policy spill needs spill overflow or always, not off");
 	if (p->numa_node < -1)
 		return shmq__fail(-EINVAL, "numa_node %d is invalid", p->numa_node);
 	return 0;
@@ -377,6 +401,7 @@ int shmq__segment_validate(const void *base, size_t bytes,
 	g.full_policy = HDR32(full_policy);
 	g.numa_node = (int32_t)HDR32(numa_node);
 	g.stall_timeout_ms = HDR32(stall_timeout_ms);
+	g.spill_mode = HDR32(spill_mode);
 
 	if (magic != SHMQ_SEG_MAGIC)
 		return SHMQ_EMAGIC;
@@ -399,7 +424,7 @@ int shmq__segment_validate(const void *base, size_t bytes,
 	if (!full_policy_ok(g.full_policy))
 		return SHMQ_ESIZE;
 	/* 0 would let shmqd revoke every claim it sees twice. */
-	if (g.stall_timeout_ms == 0)
+	if (g.stall_timeout_ms == 0 || !spill_mode_ok(g.spill_mode))
 		return SHMQ_ESIZE;
 	if (parts_off != SHMQ_PARTS_OFF ||
 	    g.rings_off != shmq__rings_off(g.partitions))
@@ -501,6 +526,7 @@ static int init_mutex(pthread_mutex_t *m)
  * Plain stores: nobody may use the segment until ready is published.
  */
 static void init_segment(uint8_t *base, uint64_t bytes, const char *topic,
+			 const uint64_t *starts,
 			 const struct shmq_topic_params *p)
 {
 	struct shmq_seg_header *hdr = (struct shmq_seg_header *)base;
@@ -522,17 +548,26 @@ static void init_segment(uint8_t *base, uint64_t bytes, const char *topic,
 	hdr->full_policy = p->full_policy;
 	hdr->numa_node = p->numa_node;
 	hdr->stall_timeout_ms = p->stall_timeout_ms;
+	hdr->spill_mode = p->spill_mode;
 	hdr->owner_uid = (uint32_t)geteuid();
 	copy_name(hdr->name, topic);
 
 	for (i = 0; i < p->partitions; i++) {
 		struct shmq_part_header *ph = shmq__part(&tmp, i);
 
-		ph->head = 0;
-		ph->tail = 0;
+		/* A partition recreated after a host restart continues its log. */
+		uint64_t start = starts ? starts[i] & ~(uint64_t)(SHMQ_FRAME_ALIGN - 1) : 0;
+
+		ph->head = start;
+		ph->tail = start;
+		ph->reuse = start;
+		ph->spilled = start;
+		ph->synced = start;
+		ph->spill_hold = SHMQ_POS_NONE;
+		ph->spill_error = 0;
 		for (j = 0; j < SHMQ_MAX_GROUPS; j++) {
-			ph->cursor[j].next = 0;
-			ph->cursor[j].committed = 0;
+			ph->cursor[j].next = start;
+			ph->cursor[j].committed = start;
 		}
 		for (j = 0; j < SHMQ_MAX_MEMBERS; j++)
 			ph->hold[j] = SHMQ_POS_NONE;
@@ -548,6 +583,13 @@ static void init_segment(uint8_t *base, uint64_t bytes, const char *topic,
 int shmq__segment_create(const char *segname, const char *topic,
 			 const struct shmq_topic_params *params,
 			 struct shmq_map *map)
+{
+	return shmq__segment_create_at(segname, topic, params, NULL, map);
+}
+
+int shmq__segment_create_at(const char *segname, const char *topic,
+			    const struct shmq_topic_params *params,
+			    const uint64_t *starts, struct shmq_map *map)
 {
 	struct shmq_topic_params p = *params;
 	struct shmq_seg_header *hdr;
@@ -610,7 +652,7 @@ int shmq__segment_create(const char *segname, const char *topic,
 	fd = -1;
 
 	hdr = base;
-	init_segment(base, bytes, topic, &p);
+	init_segment(base, bytes, topic, starts, &p);
 	r = init_mutex(&hdr->lock);
 	if (r < 0) {
 		shmq__fail(r, "segment %s: robust mutex: %s", segname, strerror(-r));

@@ -71,6 +71,7 @@ struct shmq_geometry {
 	uint64_t topic_id;
 	uint64_t total_bytes;
 	uint64_t rings_off;
+	uint32_t spill_mode;
 };
 
 /* An attached topic segment.  Geometry is a private copy, never re-read. */
@@ -93,6 +94,9 @@ struct shmq_topic_params {
 	uint32_t mode;
 	uint32_t stall_timeout_ms;
 	uint64_t topic_id;
+	uint32_t spill_mode;   /* enum shmq_spill_mode, never DEFAULT once checked */
+	uint64_t retain_bytes; /* 0 = no limit */
+	uint64_t retain_ms;    /* 0 = no limit */
 };
 
 /* Fill in defaults and check every field.  Returns 0 or -EINVAL (detail set). */
@@ -118,6 +122,16 @@ void shmq__segment_name(uint64_t ns, const char *topic, char *buf);
  */
 int shmq__segment_create(const char *segname, const char *topic,
 			 const struct shmq_topic_params *p, struct shmq_map *map);
+
+/*
+ * The same, with every partition's log starting at starts[partition]
+ * (aligned down to a frame) instead of 0: how shmqd recreates a topic whose
+ * segment a host restart removed, so that offsets continue after the end
+ * of the spilled log.  starts may be NULL.
+ */
+int shmq__segment_create_at(const char *segname, const char *topic,
+			    const struct shmq_topic_params *p,
+			    const uint64_t *starts, struct shmq_map *map);
 
 /*
  * Attach an existing segment read-write after checking its owner (must be
@@ -262,10 +276,21 @@ void shmq__ring_wake_consumers(struct shmq_map *m);
  * Take the next frame for group g in partition part, for member slot index
  * member.  On success the member's hold protects the frame until
  * shmq__ring_release().  Padding is skipped.  Returns 0, -EAGAIN (nothing
- * committed yet), SHMQ_ECORRUPT.
+ * committed yet), SHMQ_ECORRUPT, or SHMQ_TAKE_DISK: on a spilling topic,
+ * the group's next frame (at view->pos) is no longer in the ring; read it
+ * from the spill files and take it with shmq__ring_take_at().
  */
+#define SHMQ_TAKE_DISK 1
 int shmq__ring_take(struct shmq_map *m, uint32_t part, uint32_t g,
 		    uint32_t member, struct shmq_frame_view *view);
+
+/*
+ * Take the frame at pos of size bytes for group g, read from elsewhere (the
+ * spill files): CAS the cursor from pos to pos + size.  Returns 0, or
+ * -EAGAIN when another member took it first (the cursor moved).
+ */
+int shmq__ring_take_at(struct shmq_map *m, uint32_t part, uint32_t g,
+		       uint64_t pos, uint32_t size);
 
 /* Drop member's hold in part; wake blocked producers if any wait. */
 void shmq__ring_release(struct shmq_map *m, uint32_t part, uint32_t member);

@@ -15,8 +15,12 @@
  *   numa_node=-1
  *   mode=0600
  *   stall_timeout_ms=10000
+ *   spill=overflow
+ *   retain_bytes=0
+ *   retain_ms=0
  *
- * Every key above is required.  Reading is strict about their values
+ * Every key above is required but the last three (spill, retain_bytes,
+ * retain_ms), which a file written before spilling existed lacks.  Reading is strict about their values
  * (exact digits, no spaces, no sign where none belongs, no overflow) and
  * ignores keys it does not know, so that a later version can add keys that
  * an older reader skips.  A later incompatible change bumps format.
@@ -54,6 +58,10 @@ enum topic_key {
 	K_NUMA_NODE,
 	K_MODE,
 	K_STALL,
+	K_REQUIRED,			/* keys from here on may be absent */
+	K_SPILL = K_REQUIRED,
+	K_RETAIN_BYTES,
+	K_RETAIN_MS,
 	K_COUNT
 };
 
@@ -67,6 +75,9 @@ static const char *const key_names[K_COUNT] = {
 	[K_NUMA_NODE] = "numa_node",
 	[K_MODE] = "mode",
 	[K_STALL] = "stall_timeout_ms",
+	[K_SPILL] = "spill",
+	[K_RETAIN_BYTES] = "retain_bytes",
+	[K_RETAIN_MS] = "retain_ms",
 };
 
 /*
@@ -137,8 +148,28 @@ static int parse_value(struct shmq_topic_params *p, enum topic_key k,
 			p->full_policy = SHMQ_FULL_BLOCK;
 		else if (n == 4 && !memcmp(v, "fail", 4))
 			p->full_policy = SHMQ_FULL_FAIL;
+		else if (n == 5 && !memcmp(v, "spill", 5))
+			p->full_policy = SHMQ_FULL_SPILL;
 		else
 			r = -EINVAL;
+		break;
+	case K_SPILL:
+		if (n == 3 && !memcmp(v, "off", 3))
+			p->spill_mode = SHMQ_SPILL_OFF;
+		else if (n == 8 && !memcmp(v, "overflow", 8))
+			p->spill_mode = SHMQ_SPILL_OVERFLOW;
+		else if (n == 6 && !memcmp(v, "always", 6))
+			p->spill_mode = SHMQ_SPILL_ALWAYS;
+		else
+			r = -EINVAL;
+		break;
+	case K_RETAIN_BYTES:
+		r = parse_u64(v, n, 10, UINT64_MAX, &u);
+		p->retain_bytes = u;
+		break;
+	case K_RETAIN_MS:
+		r = parse_u64(v, n, 10, UINT64_MAX, &u);
+		p->retain_ms = u;
 		break;
 	case K_NUMA_NODE:
 		if (n == 2 && !memcmp(v, "-1", 2)) {
@@ -204,7 +235,7 @@ static int parse(const char *path, const char *buf, size_t len,
 		/* Unknown keys: a later version's, ignored on purpose. */
 		s = eol + 1;
 	}
-	for (k = 0; k < K_COUNT; k++)
+	for (k = 0; k < K_REQUIRED; k++)
 		if (!(seen & (1u << k)))
 			return shmq__fail(-EINVAL, "%s: missing key %s", path,
 					  key_names[k]);
@@ -344,12 +375,18 @@ int shmq__topic_file_write(const char *dir, const char *name,
 	len = snprintf(buf, sizeof(buf),
 		       "format=%d\nid=%016llx\npartitions=%u\nring_bytes=%llu\n"
 		       "max_message=%u\nfull_policy=%s\nnuma_node=%d\nmode=%04o\n"
-		       "stall_timeout_ms=%u\n",
+		       "stall_timeout_ms=%u\nspill=%s\nretain_bytes=%llu\n"
+		       "retain_ms=%llu\n",
 		       SHMQ_TOPIC_FORMAT, (unsigned long long)p.topic_id,
 		       p.partitions, (unsigned long long)p.ring_bytes,
 		       p.max_message,
-		       p.full_policy == SHMQ_FULL_FAIL ? "fail" : "block",
-		       p.numa_node, p.mode, p.stall_timeout_ms);
+		       p.full_policy == SHMQ_FULL_FAIL ? "fail" :
+		       p.full_policy == SHMQ_FULL_SPILL ? "spill" : "block",
+		       p.numa_node, p.mode, p.stall_timeout_ms,
+		       p.spill_mode == SHMQ_SPILL_ALWAYS ? "always" :
+		       p.spill_mode == SHMQ_SPILL_OVERFLOW ? "overflow" : "off",
+		       (unsigned long long)p.retain_bytes,
+		       (unsigned long long)p.retain_ms);
 
 	dfd = open_topics_dir(dir, true, path, sizeof(path));
 	if (dfd < 0)

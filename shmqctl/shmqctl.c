@@ -64,6 +64,9 @@ enum {
 	OPT_NUMA_NODE,
 	OPT_MODE,
 	OPT_STALL_TIMEOUT,
+	OPT_SPILL,
+	OPT_RETAIN_BYTES,
+	OPT_RETAIN_MS,
 	OPT_KEY,
 	OPT_PARTITION,
 	OPT_TIMEOUT,
@@ -369,6 +372,9 @@ static int cmd_create(const struct command *cmd, int argc, char **argv)
 		{ "numa-node", required_argument, NULL, OPT_NUMA_NODE },
 		{ "mode", required_argument, NULL, OPT_MODE },
 		{ "stall-timeout-ms", required_argument, NULL, OPT_STALL_TIMEOUT },
+		{ "spill", required_argument, NULL, OPT_SPILL },
+		{ "retain-bytes", required_argument, NULL, OPT_RETAIN_BYTES },
+		{ "retain-ms", required_argument, NULL, OPT_RETAIN_MS },
 		{ 0 },
 	};
 	struct shmq_topic_opts to = SHMQ_TOPIC_OPTS_INIT;
@@ -414,9 +420,32 @@ static int cmd_create(const struct command *cmd, int argc, char **argv)
 				to.full_policy = SHMQ_FULL_BLOCK;
 			else if (!strcmp(optarg, "fail"))
 				to.full_policy = SHMQ_FULL_FAIL;
+			else if (!strcmp(optarg, "spill"))
+				to.full_policy = SHMQ_FULL_SPILL;
 			else
-				return usage_error(cmd, "--full: '%s' is neither 'block' nor 'fail'",
+				return usage_error(cmd, "--full: '%s' is not 'spill', 'block' or 'fail'",
 						   optarg);
+			break;
+		case OPT_SPILL:
+			if (!strcmp(optarg, "off"))
+				to.spill = SHMQ_SPILL_OFF;
+			else if (!strcmp(optarg, "overflow"))
+				to.spill = SHMQ_SPILL_OVERFLOW;
+			else if (!strcmp(optarg, "always"))
+				to.spill = SHMQ_SPILL_ALWAYS;
+			else
+				return usage_error(cmd, "--spill: '%s' is not 'off', 'overflow' or 'always'",
+						   optarg);
+			break;
+		case OPT_RETAIN_BYTES:
+			if (!parse_size(optarg, &v))
+				return usage_error(cmd, "--retain-bytes: '%s' is not a size", optarg);
+			to.retain_bytes = v;
+			break;
+		case OPT_RETAIN_MS:
+			if (!parse_u64_range(optarg, 0, UINT64_MAX, &v))
+				return usage_error(cmd, "--retain-ms: '%s' is not a number", optarg);
+			to.retain_ms = v;
 			break;
 		case OPT_NUMA_NODE:
 			/* -1 is the library's "no binding", accepted for symmetry. */
@@ -656,6 +685,7 @@ static int print_topic_stat(const struct shmq_topic_stat *st)
 	fmt_size(maxmsg, sizeof(maxmsg), st->max_message);
 	policy = st->full_policy == SHMQ_FULL_BLOCK ? "block" :
 		 st->full_policy == SHMQ_FULL_FAIL  ? "fail" :
+		 st->full_policy == SHMQ_FULL_SPILL ? "spill" :
 						      "?";
 	if (st->numa_node < 0)
 		snprintf(numa, sizeof(numa), "-");
@@ -1110,7 +1140,12 @@ static const struct command commands[] = {
 	  "  --partitions N          1..256 partitions\n"
 	  "  --ring-bytes SIZE       ring per partition: a power of two, 64K..4G\n"
 	  "  --max-message SIZE      largest key+value (default ring/4, at most ring/2 - 32)\n"
-	  "  --full block|fail       when a ring is full: wait, or fail at once (default block)\n"
+	  "  --full spill|block|fail when a ring is full: spill what lagging groups hold to\n"
+	  "                          disk (default), wait, or fail at once\n"
+	  "  --spill off|overflow|always  what goes to disk: nothing, what does not fit\n"
+	  "                          (default with --full spill), or everything (a journal)\n"
+	  "  --retain-bytes SIZE     spill files kept per partition (default: no limit)\n"
+	  "  --retain-ms MS          age of spill files kept (default: no limit)\n"
 	  "  --numa-node N           bind the rings to NUMA node N\n"
 	  "  --mode OCTAL            segment permissions (default 0600)\n"
 	  "  --stall-timeout-ms MS   pad over a producer stuck in a claim (default 10000)\n"

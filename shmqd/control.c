@@ -169,6 +169,9 @@ static void params_from_wire(const struct shmq_ctl_params *w,
 	p->numa_node = w->numa_node;
 	p->mode = w->mode;
 	p->stall_timeout_ms = w->stall_timeout_ms;
+	p->spill_mode = w->spill_mode;
+	p->retain_bytes = w->retain_bytes;
+	p->retain_ms = w->retain_ms;
 	p->topic_id = 0;	/* chosen by the daemon */
 }
 

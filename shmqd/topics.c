@@ -419,7 +419,7 @@ static const struct {
 	{ "ring_bytes", "ring_bytes must be a power of two between 64 KiB and 4 GiB" },
 	{ "max_message", "max_message must be at most half of ring_bytes" },
 	{ "mode", "mode must give the owner read and write and use only the bits of 0666" },
-	{ "full_policy", "full_policy must be block or fail" },
+	{ "full_policy", "full_policy must be spill, block or fail" },
 	{ "numa_node", "numa_node must be -1 (no binding) or a node number" },
 };
 
@@ -438,7 +438,7 @@ static void explain_params(const char *lib, char *detail, size_t n)
 		snprintf(detail, n, "invalid topic options: %s", lib);
 	else
 		snprintf(detail, n,
-			 "invalid topic options: partitions 1..256, ring_bytes a power of two between 64 KiB and 4 GiB, max_message at most ring_bytes/2, full_policy block or fail");
+			 "invalid topic options: partitions 1..256, ring_bytes a power of two between 64 KiB and 4 GiB, max_message at most ring_bytes/2 - 32, full_policy spill, block or fail");
 }
 
 int shmqd_topic_create(struct shmqd *d, const char *name,

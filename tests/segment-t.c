@@ -30,7 +30,7 @@
 #include "shmq_int.h"
 #include "tap.h"
 
-#define NTESTS 182
+#define NTESTS 185
 
 #define MAX_SEGS 32
 
@@ -320,7 +320,9 @@ static void test_params(void)
 		{ "mode 0777", { .mode = 0777 } },
 		{ "mode 01600", { .mode = 01600 } },
 		{ "mode 0466 (owner cannot write)", { .mode = 0466 } },
-		{ "full_policy 3", { .full_policy = 3 } },
+		{ "full_policy 4", { .full_policy = 4 } },
+		{ "spill 4", { .spill_mode = 4 } },
+		{ "full_policy spill with spill off", { .full_policy = SHMQ_FULL_SPILL, .spill_mode = SHMQ_SPILL_OFF } },
 		{ "numa_node -2", { .numa_node = -2 } },
 	};
 	size_t i;
@@ -333,7 +335,8 @@ static void test_params(void)
 	is_int(p.max_message, (1u << 20) / 4, "default max_message");
 	is_int(p.mode, 0600, "default mode");
 	is_int(p.stall_timeout_ms, 10000, "default stall timeout");
-	is_int(p.full_policy, SHMQ_FULL_BLOCK, "default full policy");
+	is_int(p.full_policy, SHMQ_FULL_SPILL, "default full policy: spill");
+	is_int(p.spill_mode, SHMQ_SPILL_OVERFLOW, "default spill mode with it: overflow");
 
 	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		int r;
@@ -842,7 +845,7 @@ static void test_topic_files(void)
 			      "max_message=100\nfull_policy=fail\nnuma_node=-1\n"
 			      "mode=0600\nstall_timeout_ms=500\n", -EINVAL },
 		{ "an unknown policy", "format=1\nid=ab\npartitions=2\nring_bytes=65536\n"
-				       "max_message=100\nfull_policy=spill\nnuma_node=-1\n"
+				       "max_message=100\nfull_policy=drop\nnuma_node=-1\n"
 				       "mode=0600\nstall_timeout_ms=500\n", -EINVAL },
 		{ "a ring that is not a power of two",
 		  "format=1\nid=ab\npartitions=2\nring_bytes=65537\n"
