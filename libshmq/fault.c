@@ -1,0 +1,191 @@
+/*
+ * fault.c - the armed half of fault injection (see fault.h).
+ *
+ * Overview
+ * --------
+ * When a test arms a rule, shmq__fault_active becomes non-zero and the
+ * wrappers in fault.h call in here instead of going straight to the
+ * system.  Each call is counted per kind, the rules are matched against
+ * the count, and either the real call runs (perhaps shortened) or errno is
+ * set and -1 returned.  There is no file format; this module keeps no
+ * state on disk.
+ *
+ * Invariants
+ * ----------
+ * - count[op] is the number of calls of kind op since the last reset; a
+ *   rule fires when count == nth, or count >= nth when sticky.
+ * - Disarming clears shmq__fault_active first, so a wrapper that races
+ *   with it sees either the armed state or the plain system call.
+ *
+ * Failure and recovery
+ * --------------------
+ * Nothing here can fail at run time.  The rules live in ordinary globals:
+ * a forked child inherits them, which is what a test that forks a writer
+ * wants.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdbool.h>
+#include <string.h>
+
+#include "fault.h"
+#include "shmq_int.h"
+
+struct fault_rule {
+	bool used;
+	enum shmq_fault_op op;
+	unsigned long nth;
+	int err;
+	unsigned flags;
+};
+
+SHMQ_HIDDEN unsigned shmq__fault_active;
+static unsigned long count[SHMQ_FAULT_NOPS];
+static unsigned long fired;
+static struct fault_rule rules[SHMQ_FAULT_RULES];
+
+int shmq__fault_arm(enum shmq_fault_op op, unsigned long nth, int err,
+		    unsigned flags)
+{
+	int i;
+
+	if ((unsigned)op >= SHMQ_FAULT_NOPS || nth == 0)
+		return -EINVAL;
+	if (err == SHMQ_FAULT_SHORT && op != SHMQ_FAULT_WRITE)
+		return -EINVAL;
+	for (i = 0; i < SHMQ_FAULT_RULES; i++) {
+		if (rules[i].used)
+			continue;
+		rules[i] = (struct fault_rule){ .used = true, .op = op, .nth = nth,
+						.err = err, .flags = flags };
+		__atomic_store_n(&shmq__fault_active, 1, __ATOMIC_RELEASE);
+		return 0;
+	}
+	return -ENOSPC;
+}
+
+void shmq__fault_reset(void)
+{
+	memset(count, 0, sizeof(count));
+	fired = 0;
+	__atomic_store_n(&shmq__fault_active, 1, __ATOMIC_RELEASE);
+}
+
+void shmq__fault_disarm(void)
+{
+	__atomic_store_n(&shmq__fault_active, 0, __ATOMIC_RELEASE);
+	memset(rules, 0, sizeof(rules));
+}
+
+unsigned long shmq__fault_calls(enum shmq_fault_op op)
+{
+	if ((unsigned)op >= SHMQ_FAULT_NOPS)
+		return 0;
+	return __atomic_load_n(&count[op], __ATOMIC_RELAXED);
+}
+
+unsigned long shmq__fault_fired(void)
+{
+	return __atomic_load_n(&fired, __ATOMIC_RELAXED);
+}
+
+/*
+ * Count a call of kind op and find the rule that fires for it.  Returns
+ * NULL to let the real call run untouched.
+ */
+static const struct fault_rule *hit(enum shmq_fault_op op)
+{
+	unsigned long n = __atomic_add_fetch(&count[op], 1, __ATOMIC_RELAXED);
+	int i;
+
+	for (i = 0; i < SHMQ_FAULT_RULES; i++) {
+		const struct fault_rule *r = &rules[i];
+
+		if (!r->used || r->op != op)
+			continue;
+		if (n == r->nth || ((r->flags & SHMQ_FAULT_STICKY) && n > r->nth)) {
+			__atomic_add_fetch(&fired, 1, __ATOMIC_RELAXED);
+			return r;
+		}
+	}
+	return NULL;
+}
+
+int shmq__fault_openat_slow(int dfd, const char *path, int flags, mode_t mode)
+{
+	const struct fault_rule *r = hit(SHMQ_FAULT_OPEN);
+
+	if (r) {
+		errno = r->err;
+		return -1;
+	}
+	return openat(dfd, path, flags, mode);
+}
+
+ssize_t shmq__fault_write_slow(int fd, const void *buf, size_t n)
+{
+	const struct fault_rule *r = hit(SHMQ_FAULT_WRITE);
+
+	if (!r)
+		return write(fd, buf, n);
+	if (r->err == SHMQ_FAULT_SHORT)
+		return write(fd, buf, n > 1 ? n / 2 : n);
+	errno = r->err;
+	return -1;
+}
+
+ssize_t shmq__fault_pwrite_slow(int fd, const void *buf, size_t n, off_t off)
+{
+	const struct fault_rule *r = hit(SHMQ_FAULT_WRITE);
+
+	if (!r)
+		return pwrite(fd, buf, n, off);
+	if (r->err == SHMQ_FAULT_SHORT)
+		return pwrite(fd, buf, n > 1 ? n / 2 : n, off);
+	errno = r->err;
+	return -1;
+}
+
+int shmq__fault_ftruncate_slow(int fd, off_t len)
+{
+	const struct fault_rule *r = hit(SHMQ_FAULT_FTRUNCATE);
+
+	if (r) {
+		errno = r->err;
+		return -1;
+	}
+	return ftruncate(fd, len);
+}
+
+int shmq__fault_fsync_slow(int fd)
+{
+	const struct fault_rule *r = hit(SHMQ_FAULT_FSYNC);
+
+	if (r) {
+		errno = r->err;
+		return -1;
+	}
+	return fsync(fd);
+}
+
+int shmq__fault_fdatasync_slow(int fd)
+{
+	const struct fault_rule *r = hit(SHMQ_FAULT_FDATASYNC);
+
+	if (r) {
+		errno = r->err;
+		return -1;
+	}
+	return fdatasync(fd);
+}
+
+int shmq__fault_renameat_slow(int odfd, const char *op, int ndfd, const char *np)
+{
+	const struct fault_rule *r = hit(SHMQ_FAULT_RENAME);
+
+	if (r) {
+		errno = r->err;
+		return -1;
+	}
+	return renameat(odfd, op, ndfd, np);
+}
