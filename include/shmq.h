@@ -207,14 +207,22 @@ SHMQ_API int shmq_topic_list(shmq_client_t *client,
 struct shmq_partition_stat {
 	uint64_t first_offset; /* oldest offset still readable in the ring */
 	uint64_t next_offset;  /* offset the next claim will get */
-	uint64_t used_bytes;   /* next_offset - oldest byte held by a group */
+	uint64_t used_bytes;   /* next_offset - oldest byte that may not be reused */
 	int error;	       /* 0, or SHMQ_ECORRUPT when its header is bad */
+	/* Spilling topics (0 otherwise): */
+	uint64_t spilled;    /* below this, what groups still need is on disk */
+	uint64_t synced;     /* below this, on disk and synced (spill=always) */
+	uint64_t disk_first; /* oldest offset in the spill files */
+	uint64_t disk_end;   /* end of the spill files; disk_first == disk_end: none */
+	uint64_t disk_bytes; /* bytes of the spill files */
+	int spill_error;     /* 0, or the error that stops shmqd spilling it */
 };
 
 struct shmq_group_partition_stat {
 	uint64_t next;	    /* next offset to hand out */
 	uint64_t committed; /* last committed offset (next to process) */
 	uint64_t lag_bytes; /* partition next_offset - group next */
+	int on_disk;	    /* 1: next is no longer in the ring; read from disk */
 };
 
 struct shmq_group_stat {
@@ -229,6 +237,7 @@ struct shmq_topic_stat {
 	uint64_t ring_bytes;
 	uint32_t max_message;
 	int full_policy;
+	int spill; /* enum shmq_spill_mode */
 	int numa_node;
 	uint32_t producers; /* attached producer handles */
 	struct shmq_partition_stat *partitions; /* [partition_count] */
@@ -338,6 +347,20 @@ SHMQ_API int shmq_producer_commit(shmq_producer_t *producer);
  */
 SHMQ_API int shmq_producer_abort(shmq_producer_t *producer);
 
+/*
+ * Durable acknowledgement, for topics with SHMQ_SPILL_ALWAYS: wait until
+ * every message this handle published is written to its spill file and
+ * synced (fdatasync, and the directory when a file was created), so that it
+ * survives a power loss.  shmqd does the writing; while it is down, this
+ * waits.  timeout_ms as for shmq_send (0 = just check).
+ *
+ * Returns 0, -EAGAIN (not yet durable within the timeout), -ENOTSUP (the
+ * topic does not journal: its spill mode is not ALWAYS), SHMQ_EDELETED,
+ * or -EIO (shmqd reports a write or sync error for a partition this handle
+ * wrote to; the messages stay in the ring and spilling is retried).
+ */
+SHMQ_API int shmq_producer_flush(shmq_producer_t *producer, int timeout_ms);
+
 /* ------------------------------------------------------------------------
  * Consumers
  */
@@ -440,12 +463,29 @@ SHMQ_API int shmq_group_delete(shmq_client_t *client, const char *topic,
 /*
  * Move the group's position in one partition to offset (an offset shmq
  * returned, or SHMQ_OFFSET_EARLIEST / SHMQ_OFFSET_LATEST).  The group's
- * other members follow the new position too.  Releases a held message.
- * Returns 0, -EINVAL (bad partition or not a message boundary),
- * SHMQ_EGONE (no longer in the ring), SHMQ_EDELETED.
+ * other members follow the new position too.  On a spilling topic the
+ * offset may lie in the spill files, and EARLIEST is the oldest offset
+ * they keep.  Releases a held message.  Returns 0, -EINVAL (bad partition
+ * or not a message boundary), SHMQ_EGONE (no longer in the ring, nor on
+ * disk), SHMQ_EDELETED.
  */
 SHMQ_API int shmq_consumer_seek(shmq_consumer_t *consumer, uint32_t partition,
 				uint64_t offset);
+
+/* Every partition, for shmq_consumer_seek_time. */
+#define SHMQ_ALL_PARTITIONS UINT32_MAX
+
+/*
+ * Move the group's position in one partition (or in every partition, with
+ * SHMQ_ALL_PARTITIONS) to the first message whose timestamp is at or after
+ * timestamp_ns (CLOCK_REALTIME, as in shmq_msg), whether it is still in
+ * the ring or only in the spill files.  With no such message the position
+ * becomes the end: the next message published.  Releases a held message.
+ * Returns 0, -EINVAL (bad partition), SHMQ_EDELETED, or an error reading
+ * the spill files.
+ */
+SHMQ_API int shmq_consumer_seek_time(shmq_consumer_t *consumer,
+				     uint32_t partition, uint64_t timestamp_ns);
 
 #ifdef __cplusplus
 }

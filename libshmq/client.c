@@ -25,6 +25,7 @@
 
 #include "control.h"
 #include "shmq_int.h"
+#include "spill.h"
 
 /* How long a control request may take (a create allocates the segment). */
 #define CONTROL_TIMEOUT_MS 30000
@@ -319,6 +320,39 @@ void shmq_topic_stat_free(struct shmq_topic_stat *st)
 	free(st);
 }
 
+/* The spill side of a partition's stat: shmqd's positions and the files. */
+static void disk_stat(shmq_client_t *c, const char *name, struct shmq_map *m,
+		      uint32_t p, struct shmq_partition_stat *ps)
+{
+	struct shmq_part_header *ph = shmq__part(m, p);
+	struct shmq_spill_reader *r;
+	char path[PATH_MAX + 64], file[PATH_MAX + 400];
+	struct dirent *e;
+	struct stat sb;
+	DIR *d;
+
+	ps->spilled = ck_pr_load_64(&ph->spilled);
+	ps->synced = ck_pr_load_64(&ph->synced);
+	ps->spill_error = (int)ck_pr_load_32((uint32_t *)&ph->spill_error);
+	if (shmq__spill_reader_open(c->dir, name, p, NULL, &r) == 0) {
+		if (shmq__spill_reader_range(r, &ps->disk_first, &ps->disk_end))
+			ps->disk_first = ps->disk_end = 0;
+		shmq__spill_reader_close(r);
+	}
+	snprintf(path, sizeof(path), "%s/spill/%s/%u", c->dir, name, p);
+	d = opendir(path);
+	if (!d)
+		return;
+	while ((e = readdir(d))) {
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(file, sizeof(file), "%s/%s", path, e->d_name);
+		if (stat(file, &sb) == 0 && S_ISREG(sb.st_mode))
+			ps->disk_bytes += (uint64_t)sb.st_size;
+	}
+	closedir(d);
+}
+
 int shmq_topic_stat(shmq_client_t *c, const char *name,
 		    struct shmq_topic_stat **out)
 {
@@ -341,6 +375,7 @@ int shmq_topic_stat(shmq_client_t *c, const char *name,
 	st->ring_bytes = mp->geo.ring_bytes;
 	st->max_message = mp->geo.max_message;
 	st->full_policy = (int)mp->geo.full_policy;
+	st->spill = (int)mp->geo.spill_mode;
 	st->numa_node = mp->geo.numa_node;
 	for (i = 0; i < SHMQ_MAX_PRODUCERS; i++)
 		if (ck_pr_load_32(&shmq__producer_slot(mp, i)->owner.pid))
@@ -359,6 +394,8 @@ int shmq_topic_stat(shmq_client_t *c, const char *name,
 		if (ps->next_offset - ps->first_offset > mp->geo.ring_bytes ||
 		    ps->used_bytes > mp->geo.ring_bytes)
 			ps->error = SHMQ_ECORRUPT;
+		if (mp->geo.spill_mode != SHMQ_SPILL_OFF)
+			disk_stat(c, name, mp, p, ps);
 	}
 	for (g = 0, n = 0; g < SHMQ_MAX_GROUPS; g++) {
 		struct shmq_group_slot *gs = shmq__group(mp, g);
@@ -387,7 +424,9 @@ int shmq_topic_stat(shmq_client_t *c, const char *name,
 			gp->next = ck_pr_load_64(&cur->next);
 			gp->committed = ck_pr_load_64(&cur->committed);
 			gp->lag_bytes = st->partitions[p].next_offset - gp->next;
-			if (gp->lag_bytes > mp->geo.ring_bytes)
+			gp->on_disk = (int64_t)(gp->next - st->partitions[p].first_offset) < 0;
+			if (gp->lag_bytes > mp->geo.ring_bytes &&
+			    mp->geo.spill_mode == SHMQ_SPILL_OFF)
 				st->partitions[p].error = SHMQ_ECORRUPT;
 		}
 	}

@@ -35,6 +35,7 @@
 #include "atomics.h"
 
 #include "shmq_int.h"
+#include "spill.h"
 
 /* How long an empty poll spins before it sleeps. */
 #define SPIN_NS 20000u
@@ -49,7 +50,29 @@ struct shmq_consumer {
 	uint32_t rr;	 /* partition the next poll looks at first */
 	int held;	 /* partition of the held message, or -1 */
 	uint8_t *broken; /* per partition: failed a check, skipped */
+	/* Spilling topics: per partition, the log reader (opened when first
+	 * needed) and the offset of a damaged frame reported and to skip. */
+	struct shmq_spill_reader **readers;
+	uint64_t *bad_at;
+	uint64_t disk_reads; /* messages delivered from spill files */
 };
+
+uint64_t shmq__consumer_disk_reads(const shmq_consumer_t *c)
+{
+	return c->disk_reads;
+}
+
+static void free_readers(struct shmq_consumer *c)
+{
+	uint32_t p;
+
+	if (c->readers && c->map)
+		for (p = 0; p < c->map->geo.partitions; p++)
+			shmq__spill_reader_close(c->readers[p]);
+	free(c->readers);
+	free(c->bad_at);
+	free(c->broken);
+}
 
 static int take_member_slot(struct shmq_map *m, uint32_t *index)
 {
@@ -150,10 +173,16 @@ static bool group_has_live_member(struct shmq_map *m, uint32_t g, uint32_t self)
 	return false;
 }
 
-/* Place group g's cursors as opts ask; the group has no live member. */
-static int place_group(struct shmq_map *m, uint32_t g, int from, uint64_t offset,
+static int seek_one(struct shmq_consumer *c, uint32_t p, uint64_t offset);
+
+/*
+ * Place the group's cursors as opts ask; the group has no live member.  On a
+ * spilling topic, earliest and committed offsets may lie in the spill files.
+ */
+static int place_group(struct shmq_consumer *c, int from, uint64_t offset,
 		       bool created)
 {
+	struct shmq_map *m = c->map;
 	uint32_t p;
 	int rc;
 
@@ -173,13 +202,13 @@ static int place_group(struct shmq_map *m, uint32_t g, int from, uint64_t offset
 			break;
 		default:
 			target = created ? SHMQ_OFFSET_EARLIEST :
-				ck_pr_load_64(&ph->cursor[g].committed);
+				ck_pr_load_64(&ph->cursor[c->group].committed);
 			break;
 		}
-		rc = shmq__ring_seek(m, p, g, target);
+		rc = seek_one(c, p, target);
 		if (rc && from == SHMQ_FROM_COMMITTED)
 			/* Committed offset no longer held: like Kafka's "earliest" reset. */
-			rc = shmq__ring_seek(m, p, g, SHMQ_OFFSET_EARLIEST);
+			rc = seek_one(c, p, SHMQ_OFFSET_EARLIEST);
 		if (rc)
 			return rc;
 	}
@@ -220,10 +249,14 @@ int shmq_consumer_open(shmq_client_t *client, const char *topic,
 	if (rc)
 		goto fail;
 	c->broken = calloc(c->map->geo.partitions, 1);
-	if (!c->broken) {
+	c->readers = calloc(c->map->geo.partitions, sizeof(*c->readers));
+	c->bad_at = malloc(c->map->geo.partitions * sizeof(*c->bad_at));
+	if (!c->broken || !c->readers || !c->bad_at) {
 		rc = -ENOMEM;
 		goto fail;
 	}
+	for (uint32_t p = 0; p < c->map->geo.partitions; p++)
+		c->bad_at[p] = SHMQ_POS_NONE;
 	rc = take_member_slot(c->map, &c->member);
 	if (rc)
 		goto fail;
@@ -237,7 +270,7 @@ int shmq_consumer_open(shmq_client_t *client, const char *topic,
 	if (rc)
 		goto fail;
 	if (created || !group_has_live_member(c->map, c->group, c->member)) {
-		rc = place_group(c->map, c->group, from, offset, created);
+		rc = place_group(c, from, offset, created);
 		if (rc) {
 			if (created)
 				ck_pr_store_32(&shmq__group(c->map, c->group)->state,
@@ -254,7 +287,7 @@ fail:
 		shmq__seg_unlock(c->map);
 	if (c->member != UINT32_MAX)
 		free_member_slot(c->map, c->member);
-	free(c->broken);
+	free_readers(c);
 	shmq__topic_put(client, c->map);
 	free(c);
 	return rc;
@@ -274,9 +307,98 @@ void shmq_consumer_close(shmq_consumer_t *c)
 		return;
 	shmq_consumer_release(c);
 	free_member_slot(c->map, c->member);
-	free(c->broken);
+	free_readers(c);
 	shmq__topic_put(c->client, c->map);
 	free(c);
+}
+
+/* The spill log reader of partition p, opened when first needed. */
+static int reader_of(struct shmq_consumer *c, uint32_t p,
+		     struct shmq_spill_reader **out)
+{
+	struct shmq_spill_reader_opts o;
+	int rc;
+
+	if (!c->readers[p]) {
+		memset(&o, 0, sizeof(o));
+		o.topic_id = c->map->geo.topic_id;
+		o.max_frame = shmq__max_frame(c->map);
+		rc = shmq__spill_reader_open(c->client->dir, c->map->name, p, &o,
+					     &c->readers[p]);
+		if (rc)
+			return rc;
+	}
+	*out = c->readers[p];
+	return 0;
+}
+
+/* What a take from the spill files asks of try_all. */
+#define DISK_AGAIN 1 /* the cursor moved: look at the partition again */
+
+/*
+ * The group's next frame in partition p, at x, is no longer in the ring:
+ * read it from the partition's spill log and take it with a cursor CAS.
+ * The view points into the reader's buffer, valid until the next read on
+ * it, which is not before the next poll.
+ */
+static int disk_take(struct shmq_consumer *c, uint32_t p, uint64_t x,
+		     struct shmq_frame_view *v, struct shmq_msg *msg)
+{
+	struct shmq_map *m = c->map;
+	struct shmq_spill_reader *r;
+	uint64_t first, end, next;
+	int rc;
+
+	rc = reader_of(c, p, &r);
+	if (rc == -ENOENT)
+		goto gone_all;
+	if (rc)
+		return rc;
+	if (c->bad_at[p] == x) {
+		/* A damaged frame we reported: go on after the damage. */
+		c->bad_at[p] = SHMQ_POS_NONE;
+		rc = shmq__spill_skip(r, x, &next);
+		if (rc == -EAGAIN)
+			next = ck_pr_load_64(&shmq__part(m, p)->tail);
+		else if (rc)
+			return rc;
+		shmq__ring_take_at(m, p, c->group, x, (uint32_t)(next - x));
+		return DISK_AGAIN;
+	}
+	rc = shmq__spill_read(r, x, v);
+	if (rc == 0) {
+		if (shmq__ring_take_at(m, p, c->group, x, v->size))
+			return DISK_AGAIN; /* another member took it */
+		return v->pad ? DISK_AGAIN : 0;
+	}
+	if (rc == -EAGAIN)
+		return -EAGAIN; /* not in the files yet: the spiller is on it */
+	if (rc == SHMQ_ECORRUPT) {
+		c->bad_at[p] = x;
+		msg->partition = p;
+		msg->offset = x;
+		msg->next_offset = x;
+		return shmq__fail(SHMQ_ECORRUPT, "topic %s partition %u: the spilled message at offset %llu fails its checksum; it is not delivered, and the next poll goes on after it",
+				  m->name, p, (unsigned long long)x);
+	}
+	if (rc != SHMQ_EGONE)
+		return rc;
+	if (shmq__spill_reader_range(r, &first, &end) == 0 &&
+	    (int64_t)(first - x) > 0) {
+		next = first;
+		goto moved;
+	}
+gone_all:
+	next = ck_pr_load_64(&shmq__part(m, p)->tail);
+moved:
+	/* Retention removed what the group had not read: say so, go on. */
+	if (shmq__ring_take_at(m, p, c->group, x, (uint32_t)(next - x)))
+		return DISK_AGAIN;
+	msg->partition = p;
+	msg->offset = x;
+	msg->next_offset = next;
+	return shmq__fail(SHMQ_EGONE, "topic %s partition %u: offsets %llu to %llu were removed by retention before the group read them",
+			  m->name, p, (unsigned long long)x, (unsigned long long)next);
 }
 
 /* One look at every partition, starting after the last one served. */
@@ -286,24 +408,39 @@ static int try_all(struct shmq_consumer *c, struct shmq_msg *msg)
 	uint32_t n = m->geo.partitions, i;
 
 	for (i = 0; i < n; i++) {
-		uint32_t p = (c->rr + i) % n;
+		uint32_t p = c->rr + i < n ? c->rr + i : c->rr + i - n;
 		struct shmq_frame_view v;
 		int rc;
 
+		bool from_disk = false;
+		int tries = 0;
+
 		if (c->broken[p])
 			continue;
+again:
 		rc = shmq__ring_take(m, p, c->group, c->member, &v);
+		if (rc == SHMQ_TAKE_DISK) {
+			rc = disk_take(c, p, v.pos, &v, msg);
+			if (rc == DISK_AGAIN && ++tries < 1024)
+				goto again;
+			if (rc == DISK_AGAIN)
+				continue;
+			if (rc == SHMQ_ECORRUPT || rc == SHMQ_EGONE) {
+				c->rr = p + 1 < n ? p + 1 : 0;
+				return rc;
+			}
+			from_disk = true;
+		}
 		if (rc == -EAGAIN)
 			continue;
-		if (rc == SHMQ_TAKE_DISK)
-			rc = SHMQ_EGONE; /* reading spill files: not wired yet */
 		if (rc) {
 			c->broken[p] = 1;
 			msg->partition = p;
 			return shmq__fail(rc, "topic %s partition %u failed a consistency check",
 					  m->name, p);
 		}
-		c->held = (int)p;
+		c->held = from_disk ? -1 : (int)p;
+		c->disk_reads += from_disk;
 		c->rr = p + 1 < n ? p + 1 : 0;
 		msg->key = v.key;
 		msg->key_len = v.key_len;
@@ -389,6 +526,57 @@ int shmq_consumer_commit(shmq_consumer_t *c)
 	return 0;
 }
 
+/*
+ * On a spilling topic, where is pos (or EARLIEST) on disk?  Returns 0 and
+ * *where (an offset in the files below the tail), -ENOENT when the ring
+ * should handle it, or an error of the reader.
+ */
+static int seek_on_disk(struct shmq_consumer *c, uint32_t p, uint64_t pos,
+			uint64_t *where)
+{
+	struct shmq_spill_reader *r;
+	struct shmq_frame_view v;
+	uint64_t first, end, tail = shmq__ring_tail(c->map, p);
+	int rc;
+
+	if (c->map->geo.spill_mode == SHMQ_SPILL_OFF || pos == SHMQ_OFFSET_LATEST)
+		return -ENOENT;
+	if (pos != SHMQ_OFFSET_EARLIEST && (int64_t)(pos - tail) >= 0)
+		return -ENOENT;
+	rc = reader_of(c, p, &r);
+	if (rc)
+		return rc == -ENOENT ? -ENOENT : rc;
+	if (pos == SHMQ_OFFSET_EARLIEST) {
+		rc = shmq__spill_reader_range(r, &first, &end);
+		if (rc || (int64_t)(first - tail) >= 0)
+			return -ENOENT;
+		*where = first;
+		return 0;
+	}
+	rc = shmq__spill_read(r, pos, &v);
+	if (rc == -EAGAIN)
+		return -ENOENT;
+	if (rc)
+		return rc;
+	*where = pos;
+	return 0;
+}
+
+static int seek_one(struct shmq_consumer *c, uint32_t p, uint64_t offset)
+{
+	uint64_t where;
+	int rc;
+
+	c->broken[p] = 0;
+	c->bad_at[p] = SHMQ_POS_NONE;
+	rc = seek_on_disk(c, p, offset, &where);
+	if (rc == 0)
+		return shmq__ring_seek_disk(c->map, p, c->group, where);
+	if (rc != -ENOENT)
+		return rc;
+	return shmq__ring_seek(c->map, p, c->group, offset);
+}
+
 int shmq_consumer_seek(shmq_consumer_t *c, uint32_t partition, uint64_t offset)
 {
 	if (!c)
@@ -400,8 +588,58 @@ int shmq_consumer_seek(shmq_consumer_t *c, uint32_t partition, uint64_t offset)
 	if (ck_pr_load_32(&c->map->hdr->deleted))
 		return SHMQ_EDELETED;
 	shmq_consumer_release(c);
-	c->broken[partition] = 0;
-	return shmq__ring_seek(c->map, partition, c->group, offset);
+	return seek_one(c, partition, offset);
+}
+
+static int seek_time_one(struct shmq_consumer *c, uint32_t p, uint64_t ts)
+{
+	struct shmq_spill_reader *r;
+	uint64_t from = 0, pos;
+	int rc;
+
+	if (c->map->geo.spill_mode != SHMQ_SPILL_OFF &&
+	    (rc = reader_of(c, p, &r)) != -ENOENT) {
+		if (rc)
+			return rc;
+		rc = shmq__spill_seek_time(r, ts, &pos);
+		if (rc == 0 && (int64_t)(pos - shmq__ring_tail(c->map, p)) < 0)
+			return shmq__ring_seek_disk(c->map, p, c->group, pos);
+		if (rc == 0 || rc == -EAGAIN)
+			from = pos; /* the ring goes on from there */
+		else if (rc != -ENOENT)
+			return rc;
+	}
+	rc = shmq__ring_find_time(c->map, p, from, ts, &pos);
+	if (rc)
+		return rc;
+	return shmq__ring_seek(c->map, p, c->group, pos);
+}
+
+int shmq_consumer_seek_time(shmq_consumer_t *c, uint32_t partition,
+			    uint64_t timestamp_ns)
+{
+	uint32_t p;
+	int rc;
+
+	if (!c)
+		return -EINVAL;
+	shmq__clear_detail();
+	if (partition != SHMQ_ALL_PARTITIONS && partition >= c->map->geo.partitions)
+		return shmq__fail(-EINVAL, "partition %u out of range (topic has %u)",
+				  partition, c->map->geo.partitions);
+	if (ck_pr_load_32(&c->map->hdr->deleted))
+		return SHMQ_EDELETED;
+	shmq_consumer_release(c);
+	for (p = 0; p < c->map->geo.partitions; p++) {
+		if (partition != SHMQ_ALL_PARTITIONS && p != partition)
+			continue;
+		c->broken[p] = 0;
+		c->bad_at[p] = SHMQ_POS_NONE;
+		rc = seek_time_one(c, p, timestamp_ns);
+		if (rc)
+			return rc;
+	}
+	return 0;
 }
 
 int shmq_group_delete(shmq_client_t *client, const char *topic, const char *group)

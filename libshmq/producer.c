@@ -25,6 +25,7 @@ struct shmq_producer {
 	unsigned flags;
 	uint32_t rr;	     /* next partition for keyless messages */
 	uint64_t *limit;     /* per partition: cached furthest claim end */
+	uint64_t *written;   /* per partition: end of our last commit, 0 = none */
 	bool claimed;
 	struct shmq_ring_claim claim;
 };
@@ -71,7 +72,8 @@ int shmq_producer_open(shmq_client_t *client, const char *topic,
 	if (rc)
 		goto fail;
 	p->limit = calloc(p->map->geo.partitions, sizeof(*p->limit));
-	if (!p->limit) {
+	p->written = calloc(p->map->geo.partitions, sizeof(*p->written));
+	if (!p->limit || !p->written) {
 		rc = -ENOMEM;
 		goto fail;
 	}
@@ -83,6 +85,7 @@ int shmq_producer_open(shmq_client_t *client, const char *topic,
 	return 0;
 fail:
 	free(p->limit);
+	free(p->written);
 	shmq__topic_put(client, p->map);
 	free(p);
 	return rc;
@@ -102,8 +105,19 @@ void shmq_producer_close(shmq_producer_t *p)
 	ck_pr_fence_store();
 	ck_pr_store_32(&s->owner.pid, 0);
 	free(p->limit);
+	free(p->written);
 	shmq__topic_put(p->client, p->map);
 	free(p);
+}
+
+/* Commit the claim and remember how far this handle wrote, for flush. */
+static int commit(struct shmq_producer *p)
+{
+	int rc = shmq__ring_commit(p->map, p->slot, &p->claim, false);
+
+	if (rc == 0)
+		p->written[p->claim.part] = p->claim.frame_pos + p->claim.frame_len;
+	return rc;
 }
 
 static int choose_partition(struct shmq_producer *p, int partition,
@@ -176,7 +190,7 @@ int shmq_send(shmq_producer_t *p, int partition, const void *key,
 	if (value_len)
 		memcpy((uint8_t *)f + SHMQ_FRAME_HEADER + key_len, value, value_len);
 	p->claimed = false;
-	rc = shmq__ring_commit(p->map, p->slot, &p->claim, false);
+	rc = commit(p);
 	if (rc)
 		return rc;
 	if (offset)
@@ -208,7 +222,62 @@ int shmq_producer_commit(shmq_producer_t *p)
 	if (!p || !p->claimed)
 		return -EINVAL;
 	p->claimed = false;
-	return shmq__ring_commit(p->map, p->slot, &p->claim, false);
+	return commit(p);
+}
+
+/* Is every partition we wrote to synced past our last commit? */
+static int flushed(struct shmq_producer *p)
+{
+	struct shmq_map *m = p->map;
+	uint32_t i;
+
+	for (i = 0; i < m->geo.partitions; i++) {
+		struct shmq_part_header *ph = shmq__part(m, i);
+
+		if (!p->written[i])
+			continue;
+		if ((int64_t)(ck_pr_load_64(&ph->synced) - p->written[i]) >= 0)
+			continue;
+		if (ck_pr_load_32((uint32_t *)&ph->spill_error))
+			return shmq__fail(-EIO, "topic %s partition %u: shmqd cannot write its spill file (%s)",
+					  m->name, i, shmq_strerror((int)ck_pr_load_32((uint32_t *)&ph->spill_error)));
+		return -EAGAIN;
+	}
+	return 0;
+}
+
+int shmq_producer_flush(shmq_producer_t *p, int timeout_ms)
+{
+	struct shmq_seg_header *hdr;
+	uint64_t deadline = 0, now;
+	int rc;
+
+	if (!p)
+		return -EINVAL;
+	shmq__clear_detail();
+	if (p->map->geo.spill_mode != SHMQ_SPILL_ALWAYS)
+		return shmq__fail(-ENOTSUP, "topic %s does not journal (its spill mode is not always)",
+				  p->map->name);
+	hdr = p->map->hdr;
+	for (;;) {
+		uint32_t seq = shmq__event_prepare(&hdr->sync_seq, &hdr->sync_waiters);
+
+		rc = flushed(p);
+		if (rc != -EAGAIN)
+			return rc;
+		if (ck_pr_load_32(&hdr->deleted))
+			return SHMQ_EDELETED;
+		if (timeout_ms == 0)
+			return -EAGAIN;
+		now = shmq__mono_ns();
+		if (!deadline)
+			deadline = timeout_ms < 0 ? UINT64_MAX :
+				now + (uint64_t)timeout_ms * 1000000;
+		if (now >= deadline)
+			return -EAGAIN;
+		shmq__futex_wait(&hdr->sync_seq, seq,
+				 deadline == UINT64_MAX ? UINT64_MAX : deadline - now);
+	}
 }
 
 int shmq_producer_abort(shmq_producer_t *p)

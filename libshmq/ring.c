@@ -170,6 +170,7 @@ static int horizon_of(struct shmq_map *m, uint32_t part, uint32_t g,
 	struct shmq_part_header *ph = shmq__part(m, part);
 	uint64_t head = ck_pr_load_64(&ph->head);
 	uint64_t h = head, cap = m->geo.ring_bytes;
+	bool spilling = m->geo.spill_mode != SHMQ_SPILL_OFF;
 	uint32_t i;
 
 	for (i = 0; i < SHMQ_MAX_GROUPS; i++) {
@@ -181,20 +182,35 @@ static int horizon_of(struct shmq_map *m, uint32_t part, uint32_t g,
 			continue;
 		n = ck_pr_load_64(&ph->cursor[i].next);
 		/*
-		 * A cursor outside the ring's window cannot hold anything: it
-		 * is a group being placed (SHMQ_POS_NONE, see consumer.c), a
-		 * cursor that moved past the head we read a moment ago, or
-		 * garbage, which that group's members report when they take.
+		 * A cursor ahead of the head we read a moment ago moved on
+		 * meanwhile; SHMQ_POS_NONE is a group being placed (see
+		 * consumer.c).  Neither holds anything.  A cursor more than a
+		 * ring behind is a group that reads from disk on a spilling
+		 * topic (it holds at `spilled`, below), or garbage on one that
+		 * does not, which that group's members report when they take.
 		 */
-		if (head - n > cap)
+		if (n == SHMQ_POS_NONE || pos_before(head, n))
+			continue;
+		if (head - n > cap && !spilling)
 			continue;
 		if (pos_before(n, h))
 			h = n;
 	}
-	if (g == UINT32_MAX && m->geo.spill_mode != SHMQ_SPILL_OFF) {
+	if (g == UINT32_MAX && spilling) {
 		uint64_t sp = ck_pr_load_64(&ph->spilled), x;
 
-		if (head - sp <= cap && pos_before(h, sp))
+		/*
+		 * Every group holds at max(its cursor, spilled): what is below
+		 * spilled is on disk.  min over groups of that is max(spilled,
+		 * the lowest cursor).  With spill=always everything goes to
+		 * disk: nothing may be reused before it is there, and nothing
+		 * else holds (a lagging group reads the journal).  A
+		 * spilled position outside the window is stale (overflow: the
+		 * groups kept up) or garbage: it frees nothing then.
+		 */
+		if (m->geo.spill_mode == SHMQ_SPILL_ALWAYS)
+			h = head - sp <= cap ? sp : ck_pr_load_64(&ph->tail);
+		else if (head - sp <= cap && pos_before(h, sp))
 			h = sp;
 		x = ck_pr_load_64(&ph->spill_hold);
 		if (x != SHMQ_POS_NONE && head - x <= cap && pos_before(x, h))
@@ -761,4 +777,59 @@ int shmq__ring_take_at(struct shmq_map *m, uint32_t part, uint32_t g,
 	struct shmq_cursor *cur = &shmq__part(m, part)->cursor[g];
 
 	return ck_pr_cas_64(&cur->next, pos, pos + size) ? 0 : -EAGAIN;
+}
+
+int shmq__ring_seek_disk(struct shmq_map *m, uint32_t part, uint32_t g,
+			 uint64_t pos)
+{
+	struct shmq_part_header *ph = shmq__part(m, part);
+
+	if (pos & (SHMQ_FRAME_ALIGN - 1) ||
+	    pos_before(ck_pr_load_64(&ph->head), pos))
+		return shmq__fail(-EINVAL, "offset %llu is not a message boundary of partition %u",
+				  (unsigned long long)pos, part);
+	if (tail_lock(ph, SEEK_LOCK_WAIT_NS))
+		return shmq__fail(-EBUSY, "partition %u: its tail lock stayed taken", part);
+	ck_pr_store_64(&ph->cursor[g].next, pos);
+	tail_unlock(ph);
+	return 0;
+}
+
+int shmq__ring_find_time(struct shmq_map *m, uint32_t part, uint64_t from,
+			 uint64_t ts, uint64_t *pos)
+{
+	struct shmq_part_header *ph = shmq__part(m, part);
+	const uint8_t *ring = shmq__ring(m, part);
+	uint64_t cap = m->geo.ring_bytes, t, head;
+	int rc = 0;
+
+	if (tail_lock(ph, SEEK_LOCK_WAIT_NS))
+		return shmq__fail(-EBUSY, "partition %u: its tail lock stayed taken", part);
+	t = ck_pr_load_64(&ph->tail);
+	head = ck_pr_load_64(&ph->head);
+	if (pos_before(t, from) && !pos_before(head, from))
+		t = from;
+	while (pos_before(t, head)) {
+		struct shmq_frame_view v;
+		int st = shmq__frame_decode(ring, cap, t, shmq__max_frame(m), &v);
+
+		if (st == SHMQ_FRAME_PENDING)
+			break;
+		if (st == SHMQ_FRAME_BAD) {
+			rc = shmq__fail(SHMQ_ECORRUPT, "partition %u: bad frame at %llu",
+					part, (unsigned long long)t);
+			break;
+		}
+		if (!v.pad && v.timestamp_ns >= ts)
+			break;
+		t += v.size;
+	}
+	tail_unlock(ph);
+	*pos = t;
+	return rc;
+}
+
+uint64_t shmq__ring_tail(struct shmq_map *m, uint32_t part)
+{
+	return ck_pr_load_64(&shmq__part(m, part)->tail);
 }

@@ -312,6 +312,25 @@ int shmq__ring_seek(struct shmq_map *m, uint32_t part, uint32_t g,
 		    uint64_t pos);
 
 /*
+ * The same for a position below the tail that the caller found in the
+ * spill files (a spilling topic): no ring check.
+ */
+int shmq__ring_seek_disk(struct shmq_map *m, uint32_t part, uint32_t g,
+			 uint64_t pos);
+
+/*
+ * Under the tail lock (the frames from tail to head cannot be reused
+ * meanwhile), find the first message at or after `from` (raised to the
+ * tail) whose timestamp is >= ts.  *pos is its offset, or the first
+ * uncommitted position (head, normally) when there is none.
+ */
+int shmq__ring_find_time(struct shmq_map *m, uint32_t part, uint64_t from,
+			 uint64_t ts, uint64_t *pos);
+
+/* The partition's tail (oldest offset still in the ring). */
+uint64_t shmq__ring_tail(struct shmq_map *m, uint32_t part);
+
+/*
  * Check the partition's invariants (tail <= horizon <= head, head - tail
  * <= ring, frames between tail and head well formed where committed).
  * Returns 0 or SHMQ_ECORRUPT with a detail.  Tests and shmqd call it.
@@ -344,6 +363,9 @@ struct shmq_client {
  */
 int shmq__topic_get(shmq_client_t *c, const char *name, struct shmq_map **out);
 void shmq__topic_put(shmq_client_t *c, struct shmq_map *m);
+
+/* How many messages this consumer was given from spill files (tests). */
+uint64_t shmq__consumer_disk_reads(const shmq_consumer_t *c);
 
 /* Lock the segment's registration mutex (robust; bounded wait). */
 int shmq__seg_lock(struct shmq_map *m);

@@ -674,8 +674,8 @@ static void fmt_size(char *buf, size_t n, uint64_t v)
 
 static int print_topic_stat(const struct shmq_topic_stat *st)
 {
-	struct table parts = { .align = "rrrrrl", .cols = 6 };
-	struct table groups = { .align = "lrrrrr", .cols = 6 };
+	struct table parts = { .align = "rrrrrrrl", .cols = 8 };
+	struct table groups = { .align = "lrrrrrl", .cols = 7 };
 	char ring[32], maxmsg[32], numa[16];
 	const char *policy;
 	uint32_t p, g;
@@ -691,9 +691,11 @@ static int print_topic_stat(const struct shmq_topic_stat *st)
 		snprintf(numa, sizeof(numa), "-");
 	else
 		snprintf(numa, sizeof(numa), "%d", st->numa_node);
-	printf("topic %s: %" PRIu32 " partition%s, ring %s, max message %s, full %s, numa %s, producers %" PRIu32 "\n",
+	printf("topic %s: %" PRIu32 " partition%s, ring %s, max message %s, full %s, spill %s, numa %s, producers %" PRIu32 "\n",
 	       st->name, st->partition_count,
 	       st->partition_count == 1 ? "" : "s", ring, maxmsg, policy,
+	       st->spill == SHMQ_SPILL_ALWAYS ? "always" :
+	       st->spill == SHMQ_SPILL_OVERFLOW ? "overflow" : "off",
 	       numa, st->producers);
 
 	if (add_row(&parts))
@@ -703,7 +705,9 @@ static int print_topic_stat(const struct shmq_topic_stat *st)
 	cell(&parts, 2, "NEXT");
 	cell(&parts, 3, "USED");
 	cell(&parts, 4, "USED%%");
-	cell(&parts, 5, "%s", "");
+	cell(&parts, 5, "DISK");
+	cell(&parts, 6, "DISK-BYTES");
+	cell(&parts, 7, "%s", "");
 	for (p = 0; p < st->partition_count; p++) {
 		const struct shmq_partition_stat *ps = &st->partitions[p];
 
@@ -717,8 +721,15 @@ static int print_topic_stat(const struct shmq_topic_stat *st)
 		     st->ring_bytes ? 100.0 * (double)ps->used_bytes /
 					      (double)st->ring_bytes :
 				      0.0);
+		if (st->spill != SHMQ_SPILL_OFF && ps->disk_end != ps->disk_first)
+			cell(&parts, 5, "%" PRIu64 "..%" PRIu64, ps->disk_first, ps->disk_end);
+		else
+			cell(&parts, 5, "-");
+		cell(&parts, 6, "%" PRIu64, ps->disk_bytes);
 		if (ps->error)
-			cell(&parts, 5, "error: %s", shmq_strerror(ps->error));
+			cell(&parts, 7, "error: %s", shmq_strerror(ps->error));
+		else if (ps->spill_error)
+			cell(&parts, 7, "spill error: %s", shmq_strerror(ps->spill_error));
 	}
 	print_table(&parts, "  ");
 
@@ -734,6 +745,7 @@ static int print_topic_stat(const struct shmq_topic_stat *st)
 	cell(&groups, 3, "COMMITTED");
 	cell(&groups, 4, "NEXT");
 	cell(&groups, 5, "LAG");
+	cell(&groups, 6, "READS");
 	for (g = 0; g < st->group_count; g++) {
 		const struct shmq_group_stat *gs = &st->groups[g];
 
@@ -753,6 +765,7 @@ static int print_topic_stat(const struct shmq_topic_stat *st)
 			cell(&groups, 3, "%" PRIu64, gp->committed);
 			cell(&groups, 4, "%" PRIu64, gp->next);
 			cell(&groups, 5, "%" PRIu64, gp->lag_bytes);
+			cell(&groups, 6, "%s", gp->on_disk ? "disk" : "ring");
 		}
 	}
 	print_table(&groups, "  ");

@@ -311,6 +311,7 @@ static void event_loop(struct shmqd *d)
 	uint64_t now = shmq__mono_ns();
 	uint64_t next_reap = now + interval_ns;
 	uint64_t next_retry = now + SHMQD_RETRY_OFFLINE_MS * 1000000ull;
+	bool spill_more = false;
 	unsigned n;
 	int rc, sig;
 
@@ -320,7 +321,7 @@ static void event_loop(struct shmqd *d)
 		pfd[0].revents = 0;
 		n = shmqd_ctl_pollfds(d, pfd + 1);
 
-		rc = poll(pfd, n + 1, ms_until(shmq__mono_ns(), next_reap));
+		rc = poll(pfd, n + 1, spill_more ? 0 : ms_until(shmq__mono_ns(), next_reap));
 		if (rc < 0 && errno != EINTR) {
 			shmqd_err("poll: %s", strerror(errno));
 			/* Do not spin on a persistent error. */
@@ -333,6 +334,7 @@ static void event_loop(struct shmqd *d)
 			if (sig) {
 				shmqd_log("received %s; shutting down (topics stay available)",
 					  signal_name(sig));
+				shmqd_spill_checkpoint_all(d);
 				return;
 			}
 		}
@@ -340,6 +342,10 @@ static void event_loop(struct shmqd *d)
 			shmqd_ctl_serve(d, pfd + 1, n, now);
 		shmqd_ctl_expire(d, now);
 
+		if (now >= next_reap || spill_more) {
+			/* Disk work left over: come back at once (poll 0). */
+			spill_more = shmqd_spill_all(d, now);
+		}
 		if (now >= next_reap) {
 			shmqd_reap_all(d, now);
 			/*

@@ -35,6 +35,14 @@
 /* Offline topics are retried this often (a squatter may have gone). */
 #define SHMQD_RETRY_OFFLINE_MS 2000
 
+/* The spiller's state of one partition (spill.c). */
+struct shmq_spill_log;
+struct shmqd_spill_part {
+	struct shmq_spill_log *log; /* NULL until opened, or after a failure */
+	int last_err;		    /* logged once per change */
+	uint64_t retry_ns;	    /* after a failure: not before this */
+};
+
 /* One topic the daemon knows of, from its topic file. */
 struct shmqd_topic {
 	char name[SHMQ_NAME_MAX + 1];
@@ -50,6 +58,11 @@ struct shmqd_topic {
 	int offline_err; /* why it is offline, to log only changes */
 	struct shmq_map map;
 	struct shmq_reap_state reap;
+	/* spill.c: [partitions] while online; NULL when offline. */
+	struct shmqd_spill_part *spill;
+	uint64_t next_ckpt_ns, next_retain_ns;
+	uint64_t ckpt_sum; /* of the last checkpoint written */
+	bool ckpt_written, ckpt_failed;
 };
 
 struct shmqd_client {
@@ -115,5 +128,22 @@ void shmqd_ctl_expire(struct shmqd *d, uint64_t now_ns);
 
 /* reap.c */
 void shmqd_reap_all(struct shmqd *d, uint64_t now_ns);
+
+/*
+ * spill.c.  prepare: allocate a topic's spill state when it comes online;
+ * with starts (a host restart: the segment must be recreated), also open
+ * and recover every partition's log and fill starts[p] with its end.
+ * release: close it all (no sync).  all: one spiller pass over every
+ * topic; true when work is left for an immediate next pass.
+ * checkpoint_all: flush and checkpoint (at shutdown).  restore_groups:
+ * recreate groups in a recreated segment from the last checkpoint.
+ * remove: delete a deleted topic's spill directory.
+ */
+int shmqd_spill_prepare(struct shmqd *d, struct shmqd_topic *t, uint64_t *starts);
+void shmqd_spill_release(struct shmqd_topic *t);
+bool shmqd_spill_all(struct shmqd *d, uint64_t now_ns);
+void shmqd_spill_checkpoint_all(struct shmqd *d);
+void shmqd_spill_restore_groups(struct shmqd *d, struct shmqd_topic *t);
+void shmqd_spill_remove(struct shmqd *d, const char *topic);
 
 #endif /* SHMQD_H */

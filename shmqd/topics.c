@@ -105,6 +105,7 @@ static void topic_drop(struct shmqd *d, struct shmqd_topic *t)
 		d->topics[i] = d->topics[--d->ntopics];
 		break;
 	}
+	shmqd_spill_release(t);
 	if (t->online)
 		shmq__segment_detach(&t->map);
 	free(t);
@@ -238,6 +239,11 @@ static int topic_bring_online(struct shmqd *d, struct shmqd_topic *t)
 			shmq__segment_detach(&t->map);
 			goto offline;
 		}
+		err = shmqd_spill_prepare(d, t, NULL);
+		if (err) {
+			shmq__segment_detach(&t->map);
+			goto offline;
+		}
 		prev = ck_pr_load_32(&t->map.hdr->daemon_pid);
 		segment_take_over(d, t);
 		if (prev && prev != (uint32_t)d->pid)
@@ -251,15 +257,35 @@ static int topic_bring_online(struct shmqd *d, struct shmqd_topic *t)
 		return 0;
 	}
 	if (err == -ENOENT) {
-		err = shmq__segment_create(t->segname, t->name, &p, &t->map);
+		uint64_t *starts = NULL;
+
+		/*
+		 * A spilling topic continues after the end of its logs, and
+		 * its groups replay from their checkpointed offsets.
+		 */
+		if (p.spill_mode != SHMQ_SPILL_OFF) {
+			starts = calloc(p.partitions, sizeof(*starts));
+			err = starts ? shmqd_spill_prepare(d, t, starts) : -ENOMEM;
+		} else {
+			err = shmqd_spill_prepare(d, t, NULL);
+		}
+		if (err == 0)
+			err = shmq__segment_create_at(t->segname, t->name, &p,
+						      starts, &t->map);
 		if (err == 0) {
+			if (starts)
+				shmqd_spill_restore_groups(d, t);
 			segment_take_over(d, t);
-			shmqd_log("topic %s: segment %s was missing (host restart?); recreated it empty (%u partition%s of %llu bytes)",
+			shmqd_log("topic %s: segment %s was missing (host restart?); recreated it (%u partition%s of %llu bytes)%s",
 				  t->name, t->segname, p.partitions,
 				  p.partitions == 1 ? "" : "s",
-				  (unsigned long long)p.ring_bytes);
+				  (unsigned long long)p.ring_bytes,
+				  starts ? ", continuing after its spilled log" : " empty");
+			free(starts);
 			return 0;
 		}
+		free(starts);
+		shmqd_spill_release(t);
 		if (err != t->offline_err)
 			shmqd_err("topic %s: segment %s is missing and could not be recreated: %s; the topic stays offline",
 				  t->name, t->segname,
@@ -499,6 +525,8 @@ int shmqd_topic_create(struct shmqd *d, const char *name,
 	} while (p.topic_id == 0);
 
 	shmq__segment_name(d->ns, name, segname);
+	/* Spill files of an earlier topic of that name are not this one's. */
+	shmqd_spill_remove(d, name);
 	err = shmq__segment_create(segname, name, &p, &map);
 	if (err == -EEXIST) {
 		err = clear_stale_segment(d, name, segname, p.mode, detail, n);
@@ -546,6 +574,9 @@ int shmqd_topic_create(struct shmqd *d, const char *name,
 	}
 	t->params = p;
 	t->map = map;
+	if (shmqd_spill_prepare(d, t, NULL))
+		shmqd_err("topic %s: out of memory for its spill state; it will not spill until shmqd restarts",
+			  name);
 	segment_take_over(d, t);
 	shmqd_log("topic %s: created (%u partition%s of %llu bytes, max message %u, mode %04o, segment %s)",
 		  name, p.partitions, p.partitions == 1 ? "" : "s",
@@ -596,6 +627,7 @@ int shmqd_topic_delete(struct shmqd *d, const char *name, char *detail,
 			  name, t->segname);
 	}
 	topic_drop(d, t);
+	shmqd_spill_remove(d, name);
 	snprintf(detail, n, "deleted topic %s", name);
 	return 0;
 }

@@ -211,7 +211,7 @@ static bool is_error_msg(const struct run *r)
 }
 
 /*
- * In `stat` output, the rows of group g: each must end in a lag of 0.
+ * In `stat` output, the rows of group g: each must show a lag of 0.
  * Returns the number of rows found, or -1 if one has another lag.
  */
 static int group_rows_lag0(const char *out, const char *g)
@@ -223,17 +223,20 @@ static int group_rows_lag0(const char *out, const char *g)
 		bail("out of memory");
 	for (line = strtok_r(copy, "\n", &save); line;
 	     line = strtok_r(NULL, "\n", &save)) {
-		char *tok, *first = NULL, *last = NULL, *s2 = NULL;
+		char *tok, *first = NULL, *lag = NULL, *s2 = NULL;
+		int col = 0;
 
+		/* GROUP MEMBERS PARTITION COMMITTED NEXT LAG READS */
 		for (tok = strtok_r(line, " \t", &s2); tok;
-		     tok = strtok_r(NULL, " \t", &s2)) {
+		     tok = strtok_r(NULL, " \t", &s2), col++) {
 			if (!first)
 				first = tok;
-			last = tok;
+			if (col == 5)
+				lag = tok;
 		}
 		if (!first || strcmp(first, g))
 			continue;
-		if (strcmp(last, "0")) {
+		if (!lag || strcmp(lag, "0")) {
 			rows = -1;
 			break;
 		}

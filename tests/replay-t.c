@@ -1,0 +1,378 @@
+/*
+ * replay-t.c - spilling to disk and replaying, end to end with shmqd.
+ *
+ * stopped  A group that stops consuming while producers publish ten times
+ *          the ring's capacity does not hold them back (spill=overflow):
+ *          when it resumes it receives everything, once, in order, byte
+ *          for byte, first from the spill files and then from the ring;
+ *          a group that kept up never read from disk.
+ * kill     shmqd is SIGKILLed at random moments while it spills, and
+ *          restarted: every message whose send returned arrives, once, in
+ *          order.
+ * host     A simulated host restart (spill=always): every process gone,
+ *          the segments removed, shmqd restarted.  The topic comes back
+ *          with its offsets continuing after the journal, the group comes
+ *          back from its checkpoint and replays exactly what it had not
+ *          committed, and a durable acknowledgement (shmq_producer_flush)
+ *          covered everything sent.
+ * time     Seek by timestamp finds the first message at or after a time,
+ *          whether it is on disk or in the ring.
+ *
+ * Messages carry (partition-local sequence, length, checksum) so that every
+ * check is on content.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "shmq.h"
+#include "shmq_int.h"
+#include "tap.h"
+#include "testutil.h"
+
+#define RING	 (64u << 10)
+#define NPART	 2
+
+struct hdr {
+	uint32_t seq;
+	uint32_t len;
+	uint32_t crc;
+};
+
+static char dir[256];
+static pid_t daemon_pid;
+static shmq_client_t *cl;
+
+/* A deterministic value for (partition, seq): 16..400 bytes. */
+static size_t make_value(uint32_t part, uint32_t seq, uint8_t *buf)
+{
+	struct hdr h;
+	size_t len = 16 + (seq * 37 + part * 11) % 385, i;
+
+	for (i = sizeof(h); i < len; i++)
+		buf[i] = (uint8_t)(seq * 7 + i + part);
+	h.seq = seq;
+	h.len = (uint32_t)len;
+	h.crc = tu_crc(buf + sizeof(h), len - sizeof(h));
+	memcpy(buf, &h, sizeof(h));
+	return len;
+}
+
+/* Check a received value: returns its seq, or -1 when it is damaged. */
+static long check_value(const struct shmq_msg *m)
+{
+	struct hdr h;
+
+	if (m->value_len < sizeof(h))
+		return -1;
+	memcpy(&h, m->value, sizeof(h));
+	if (h.len != m->value_len ||
+	    h.crc != tu_crc((const uint8_t *)m->value + sizeof(h), h.len - sizeof(h)))
+		return -1;
+	return h.seq;
+}
+
+static void create(const char *name, int spill)
+{
+	struct shmq_topic_opts o = SHMQ_TOPIC_OPTS_INIT;
+	int rc;
+
+	o.partitions = NPART;
+	o.ring_bytes = RING;
+	o.max_message = 1024;
+	if (spill)
+		o.spill = spill;
+	rc = shmq_topic_create(cl, name, &o);
+	if (rc)
+		bail("create %s: %s (%s)", name, shmq_strerror(rc), shmq_errdetail());
+}
+
+static shmq_consumer_t *consumer(const char *topic, const char *group, int from)
+{
+	struct shmq_consumer_opts o = SHMQ_CONSUMER_OPTS_INIT;
+	shmq_consumer_t *c;
+	int rc;
+
+	o.from = from;
+	rc = shmq_consumer_open(cl, topic, group, &o, &c);
+	if (rc)
+		bail("consumer %s/%s: %s (%s)", topic, group, shmq_strerror(rc), shmq_errdetail());
+	return c;
+}
+
+static shmq_producer_t *producer(const char *topic)
+{
+	shmq_producer_t *p;
+	int rc = shmq_producer_open(cl, topic, NULL, &p);
+
+	if (rc)
+		bail("producer %s: %s (%s)", topic, shmq_strerror(rc), shmq_errdetail());
+	return p;
+}
+
+/* Send seq in partition part; bail on anything but success. */
+static uint64_t send_one(shmq_producer_t *p, uint32_t part, uint32_t seq)
+{
+	static uint8_t buf[1024];
+	size_t len = make_value(part, seq, buf);
+	uint64_t off;
+	int rc = shmq_send(p, (int)part, NULL, 0, buf, len, 10000, &off);
+
+	if (rc < 0)
+		bail("send %u/%u: %s (%s)", part, seq, shmq_strerror(rc), shmq_errdetail());
+	return off;
+}
+
+struct expect {
+	uint32_t next[NPART]; /* next seq expected per partition */
+	uint32_t bad, dup_or_gap;
+	uint64_t got;
+};
+
+/* Receive until nothing comes for idle_ms; check order and content. */
+static void drain(shmq_consumer_t *c, struct expect *e, int idle_ms, uint64_t max)
+{
+	struct shmq_msg m;
+	int rc;
+
+	while (e->got < max && (rc = shmq_consumer_poll(c, &m, idle_ms)) != -EAGAIN) {
+		long seq;
+
+		if (rc) {
+			diag("poll: %s (%s)", shmq_strerror(rc), shmq_errdetail());
+			e->bad++;
+			if (rc != SHMQ_ECORRUPT && rc != SHMQ_EGONE)
+				return;
+			continue;
+		}
+		seq = check_value(&m);
+		if (seq < 0 || m.partition >= NPART) {
+			if (e->bad++ < 5)
+				diag("damaged message at partition %u offset %llu", m.partition,
+				     (unsigned long long)m.offset);
+			continue;
+		}
+		if ((uint32_t)seq != e->next[m.partition]) {
+			if (e->dup_or_gap++ < 5)
+				diag("partition %u: got seq %ld, expected %u", m.partition, seq,
+				     e->next[m.partition]);
+		}
+		e->next[m.partition] = (uint32_t)seq + 1;
+		e->got++;
+	}
+}
+
+static void restart_daemon(int hard)
+{
+	tu_shmqd_stop(daemon_pid, hard);
+	daemon_pid = tu_shmqd_start(dir, NULL);
+}
+
+/* ------------------------------------------------------------------------ */
+
+static void test_stopped(void)
+{
+	shmq_consumer_t *slow, *fast;
+	shmq_producer_t *p;
+	struct expect es, ef;
+	uint32_t seq[NPART] = { 0 }, n = 0, i;
+	uint64_t bytes = 0;
+
+	create("stopped", 0);
+	slow = consumer("stopped", "slow", SHMQ_FROM_EARLIEST);
+	fast = consumer("stopped", "fast", SHMQ_FROM_EARLIEST);
+	p = producer("stopped");
+	memset(&es, 0, sizeof(es));
+	memset(&ef, 0, sizeof(ef));
+	/* Ten times the capacity of all rings, while "slow" stands still. */
+	while (bytes < 10ull * NPART * RING) {
+		uint32_t part = n % NPART;
+		static uint8_t buf[1024];
+
+		bytes += shmq__frame_bytes(0, make_value(part, seq[part], buf));
+		send_one(p, part, seq[part]++);
+		n++;
+		if ((n & 15) == 0)
+			drain(fast, &ef, 0, UINT64_MAX);
+	}
+	drain(fast, &ef, 200, UINT64_MAX);
+	ok(ef.got == n && ef.bad == 0 && ef.dup_or_gap == 0,
+	   "stopped: the group that kept up got all %u messages in order (%llu, %u bad, %u out of order)",
+	   n, (unsigned long long)ef.got, ef.bad, ef.dup_or_gap);
+	is_u64(shmq__consumer_disk_reads(fast), 0, "stopped: the group that kept up never read from disk");
+
+	drain(slow, &es, 500, UINT64_MAX);
+	for (i = 0; i < NPART; i++)
+		if (es.next[i] != seq[i])
+			es.dup_or_gap++;
+	ok(es.got == n && es.bad == 0 && es.dup_or_gap == 0,
+	   "stopped: the stopped group then got all %u messages (%.1f rings), once, in order, intact (%llu, %u bad, %u out of order)",
+	   n, (double)bytes / RING / NPART, (unsigned long long)es.got, es.bad, es.dup_or_gap);
+	ok(shmq__consumer_disk_reads(slow) > 0 && shmq__consumer_disk_reads(slow) < n,
+	   "stopped: it read %llu of them from the spill files, the rest from the ring",
+	   (unsigned long long)shmq__consumer_disk_reads(slow));
+	shmq_producer_close(p);
+	shmq_consumer_close(slow);
+	shmq_consumer_close(fast);
+}
+
+static void test_kill(void)
+{
+	shmq_consumer_t *slow;
+	shmq_producer_t *p;
+	struct expect e;
+	uint32_t seq[NPART] = { 0 }, n = 0, round;
+	unsigned rnd = 12345;
+
+	create("kill", 0);
+	slow = consumer("kill", "slow", SHMQ_FROM_EARLIEST);
+	p = producer("kill");
+	memset(&e, 0, sizeof(e));
+	for (round = 0; round < 10; round++) {
+		uint32_t k, burst;
+
+		rnd = rnd * 1103515245 + 12345;
+		burst = 500 + (rnd >> 8) % 3000;
+		for (k = 0; k < burst; k++) {
+			uint32_t part = n % NPART;
+
+			send_one(p, part, seq[part]++);
+			n++;
+			/* Kill it in the middle of the stream, while it spills. */
+			if (k == burst / 2)
+				restart_daemon(1);
+		}
+		/* Now and then the slow group catches up a little. */
+		if (round % 3 == 2)
+			drain(&*slow, &e, 0, e.got + 2000);
+	}
+	drain(slow, &e, 500, UINT64_MAX);
+	ok(e.got == n && e.bad == 0 && e.dup_or_gap == 0,
+	   "kill: shmqd SIGKILLed 10 times while spilling; all %u acknowledged messages arrived once, in order (%llu, %u bad, %u out of order)",
+	   n, (unsigned long long)e.got, e.bad, e.dup_or_gap);
+	shmq_producer_close(p);
+	shmq_consumer_close(slow);
+}
+
+static void test_host(void)
+{
+	struct shmq_msg m;
+	shmq_consumer_t *g;
+	shmq_producer_t *p;
+	struct expect e;
+	uint64_t last_off[NPART] = { 0 }, off;
+	uint32_t seq[NPART] = { 0 }, n = 3000, i, committed_n = 0;
+	int rc;
+
+	create("host", SHMQ_SPILL_ALWAYS);
+	g = consumer("host", "g", SHMQ_FROM_EARLIEST);
+	p = producer("host");
+	for (i = 0; i < n; i++) {
+		uint32_t part = i % NPART;
+
+		last_off[part] = send_one(p, part, seq[part]++);
+	}
+	rc = shmq_producer_flush(p, 10000);
+	is_int(rc, 0, "host: a durable acknowledgement for %u messages", n);
+
+	/* Consume and commit a third, as a member would. */
+	memset(&e, 0, sizeof(e));
+	drain(g, &e, 200, n / 3);
+	committed_n = (uint32_t)e.got;
+	shmq_consumer_release(g);
+	shmq_consumer_commit(g);
+	shmq_consumer_close(g);
+	shmq_producer_close(p);
+
+	/* Power off: shmqd stops (it checkpoints), the segments vanish. */
+	tu_shmqd_stop(daemon_pid, 0);
+	{
+		char seg[SHMQ_SEGNAME_MAX];
+		uint64_t ns;
+
+		shmq__namespace_id(dir, &ns);
+		shmq__segment_name(ns, "host", seg);
+		ok(shm_unlink(seg) == 0, "host: the segment is gone (%s)", seg);
+	}
+	daemon_pid = tu_shmqd_start(dir, NULL);
+
+	g = consumer("host", "g", SHMQ_FROM_COMMITTED);
+	drain(g, &e, 500, UINT64_MAX);
+	for (i = 0; i < NPART; i++)
+		if (e.next[i] != seq[i])
+			e.dup_or_gap++;
+	ok(e.got == n && e.bad == 0 && e.dup_or_gap == 0,
+	   "host: after the restart the group replayed exactly the %u messages it had not committed (%llu in all, %u bad, %u out of order)",
+	   n - committed_n, (unsigned long long)e.got, e.bad, e.dup_or_gap);
+
+	p = producer("host");
+	off = send_one(p, 0, seq[0]++);
+	ok(off > last_off[0], "host: offsets continue after the journal (%llu after %llu)",
+	   (unsigned long long)off, (unsigned long long)last_off[0]);
+	rc = shmq_consumer_poll(g, &m, 1000);
+	ok(rc == 0 && m.offset == off && check_value(&m) == (long)seq[0] - 1,
+	   "host: and the group receives the new message at that offset");
+	shmq_producer_close(p);
+	shmq_consumer_close(g);
+}
+
+static void test_time(void)
+{
+	shmq_consumer_t *slow, *c;
+	shmq_producer_t *p;
+	struct shmq_msg m;
+	uint64_t t_mid = 0;
+	uint32_t i, n = 8000, mid = 2000;
+	int rc;
+
+	create("time", 0);
+	slow = consumer("time", "slow", SHMQ_FROM_EARLIEST); /* makes it spill */
+	p = producer("time");
+	for (i = 0; i < n; i++) {
+		if (i == mid) {
+			usleep(2000);
+			t_mid = shmq__now_ns();
+		}
+		send_one(p, 0, i);
+	}
+	c = consumer("time", "reader", SHMQ_FROM_LATEST);
+	rc = shmq_consumer_seek_time(c, 0, t_mid);
+	is_int(rc, 0, "time: seek by a timestamp that lies on disk");
+	rc = shmq_consumer_poll(c, &m, 1000);
+	ok(rc == 0 && check_value(&m) == mid && m.timestamp_ns >= t_mid,
+	   "time: it lands on the first message at or after that time (seq %ld)",
+	   rc ? -1 : check_value(&m));
+	rc = shmq_consumer_seek_time(c, 0, shmq__now_ns() + 1000000000ull);
+	rc = rc ? rc : shmq_consumer_poll(c, &m, 0);
+	is_int(rc, -EAGAIN, "time: a timestamp in the future lands after the last message");
+	shmq_producer_close(p);
+	shmq_consumer_close(c);
+	shmq_consumer_close(slow);
+}
+
+int main(void)
+{
+	tu_init(240);
+	plan(13);
+	tu_make_dir("replay", dir, sizeof(dir));
+	daemon_pid = tu_shmqd_start(dir, NULL);
+	if (shmq_open(dir, NULL, &cl))
+		bail("shmq_open %s: %s", dir, shmq_errdetail());
+
+	test_stopped();
+	test_kill();
+	test_host();
+	test_time();
+
+	shmq_close(cl);
+	tu_shmqd_stop(daemon_pid, 0);
+	tu_cleanup(dir);
+	return tap_done();
+}
