@@ -356,8 +356,9 @@ SHMQ_API int shmq_producer_abort(shmq_producer_t *producer);
  *
  * Returns 0, -EAGAIN (not yet durable within the timeout), -ENOTSUP (the
  * topic does not journal: its spill mode is not ALWAYS), SHMQ_EDELETED,
- * or -EIO (shmqd reports a write or sync error for a partition this handle
- * wrote to; the messages stay in the ring and spilling is retried).
+ * or -EIO (for as long as the timeout, shmqd reported a write or sync
+ * error for a partition this handle wrote to; the messages stay in the
+ * ring, shmqd retries, and a later flush may succeed).
  */
 SHMQ_API int shmq_producer_flush(shmq_producer_t *producer, int timeout_ms);
 

@@ -262,20 +262,26 @@ int shmq_producer_flush(shmq_producer_t *p, int timeout_ms)
 	for (;;) {
 		uint32_t seq = shmq__event_prepare(&hdr->sync_seq, &hdr->sync_waiters);
 
+		/*
+		 * While shmqd reports a disk error, wait on: it retries, and
+		 * the error is the answer only if it outlasts the timeout.
+		 */
 		rc = flushed(p);
-		if (rc != -EAGAIN)
+		if (rc != -EAGAIN && rc != -EIO)
 			return rc;
 		if (ck_pr_load_32(&hdr->deleted))
 			return SHMQ_EDELETED;
 		if (timeout_ms == 0)
-			return -EAGAIN;
+			return rc;
 		now = shmq__mono_ns();
 		if (!deadline)
 			deadline = timeout_ms < 0 ? UINT64_MAX :
 				now + (uint64_t)timeout_ms * 1000000;
 		if (now >= deadline)
-			return -EAGAIN;
+			return rc;
+		/* In slices: recovery after an error is not signalled. */
 		shmq__futex_wait(&hdr->sync_seq, seq,
+				 rc == -EIO ? 50000000u :
 				 deadline == UINT64_MAX ? UINT64_MAX : deadline - now);
 	}
 }

@@ -44,6 +44,8 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/signalfd.h>
+
+#include "fault.h"
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -72,10 +74,53 @@ static void usage(FILE *f)
 		"  -v, --verbose             log routine events too (the default;\n"
 		"                            the last of --quiet and --verbose wins)\n"
 		"  -h, --help                print this help\n"
+		"      --fault OP:N:ERRNO[:sticky]\n"
+		"                            for tests: fail the Nth spill-file call of\n"
+		"                            kind OP (open, write, ftruncate, fsync,\n"
+		"                            fdatasync, rename) with ERRNO (ENOSPC, EIO,\n"
+		"                            EDQUOT, or a number; 0 = a short write);\n"
+		"                            sticky: every later call too.  SIGUSR1\n"
+		"                            disarms (the disk has room again)\n"
 		"\n"
 		"Logs go to stderr.  SIGTERM or SIGINT stops shmqd; topics survive\n"
 		"and keep working, and the next shmqd adopts them.\n",
 		REAP_INTERVAL_MAX_MS, REAP_INTERVAL_DEFAULT_MS);
+}
+
+/* --fault OP:N:ERRNO[:sticky], for tests of disk faults while spilling. */
+static int arm_fault(const char *spec)
+{
+	static const char *const ops[] = {
+		[SHMQ_FAULT_OPEN] = "open", [SHMQ_FAULT_WRITE] = "write",
+		[SHMQ_FAULT_FTRUNCATE] = "ftruncate", [SHMQ_FAULT_FSYNC] = "fsync",
+		[SHMQ_FAULT_FDATASYNC] = "fdatasync", [SHMQ_FAULT_RENAME] = "rename",
+	};
+	char op[16], err[16], sticky[16] = "";
+	unsigned long nth;
+	int i, e, n;
+
+	n = sscanf(spec, "%15[a-z]:%lu:%15[A-Z0-9]:%15s", op, &nth, err, sticky);
+	if (n < 3 || (n == 4 && strcmp(sticky, "sticky")))
+		goto bad;
+	for (i = 0; i < SHMQ_FAULT_NOPS; i++)
+		if (!strcmp(op, ops[i]))
+			break;
+	if (i == SHMQ_FAULT_NOPS)
+		goto bad;
+	if (!strcmp(err, "ENOSPC"))
+		e = ENOSPC;
+	else if (!strcmp(err, "EIO"))
+		e = EIO;
+	else if (!strcmp(err, "EDQUOT"))
+		e = EDQUOT;
+	else
+		e = atoi(err);
+	if (shmq__fault_arm((enum shmq_fault_op)i, nth, e,
+			    n == 4 ? SHMQ_FAULT_STICKY : 0) == 0)
+		return 0;
+bad:
+	fprintf(stderr, "shmqd: --fault wants OP:N:ERRNO[:sticky], not \"%s\"\n", spec);
+	return 2;
 }
 
 static int parse_args(int argc, char **argv, struct shmqd *d)
@@ -86,6 +131,7 @@ static int parse_args(int argc, char **argv, struct shmqd *d)
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
+		{ "fault", required_argument, NULL, 'F' },
 		{ NULL, 0, NULL, 0 },
 	};
 	unsigned long v;
@@ -120,6 +166,10 @@ static int parse_args(int argc, char **argv, struct shmqd *d)
 		case 'h':
 			usage(stdout);
 			exit(0);
+		case 'F':
+			if (arm_fault(optarg))
+				return 2;
+			break;
 		default:
 			usage(stderr);
 			return 2;
@@ -261,6 +311,7 @@ static int setup_signals(struct shmqd *d)
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGUSR1);
 	if (sigprocmask(SIG_BLOCK, &set, NULL) != 0) {
 		shmqd_err("sigprocmask: %s", strerror(errno));
 		return -1;
@@ -331,6 +382,12 @@ static void event_loop(struct shmqd *d)
 
 		if (rc > 0 && (pfd[0].revents & POLLIN)) {
 			sig = read_signal(d);
+			if (sig == SIGUSR1) {
+				/* Tests: the disk has room again. */
+				shmq__fault_disarm();
+				shmqd_log("fault injection disarmed");
+				sig = 0;
+			}
 			if (sig) {
 				shmqd_log("received %s; shutting down (topics stay available)",
 					  signal_name(sig));
