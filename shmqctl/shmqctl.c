@@ -998,6 +998,44 @@ static bool print_msg(const struct shmq_msg *m, bool offsets)
 	return fflush(stdout) == 0 && !ferror(stdout);
 }
 
+/*
+ * A time for --from: "@SECONDS[.FRACTION]" since the epoch, or UTC
+ * "YYYY-MM-DDTHH:MM:SS[.FRACTION][Z]".  In nanoseconds, CLOCK_REALTIME.
+ */
+static bool parse_time(const char *s, uint64_t *ns)
+{
+	unsigned long long sec = 0;
+	double frac = 0;
+	struct tm tm;
+	char *end;
+
+	if (s[0] == '@') {
+		errno = 0;
+		sec = strtoull(s + 1, &end, 10);
+		if (errno || end == s + 1)
+			return false;
+		if (*end == '.') {
+			frac = strtod(end, &end);
+		}
+		if (*end)
+			return false;
+	} else {
+		memset(&tm, 0, sizeof(tm));
+		end = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+		if (!end)
+			return false;
+		if (*end == '.')
+			frac = strtod(end, &end);
+		if (*end == 'Z')
+			end++;
+		if (*end)
+			return false;
+		sec = (unsigned long long)timegm(&tm);
+	}
+	*ns = sec * 1000000000ull + (uint64_t)(frac * 1e9);
+	return *ns != 0;
+}
+
 static int cmd_consume(const struct command *cmd, int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -1018,6 +1056,7 @@ static int cmd_consume(const struct command *cmd, int argc, char **argv)
 	uint64_t count = 0, got = 0;
 	int timeout_ms = -1;
 	int64_t deadline = 0;
+	uint64_t from_time = 0;
 	int corrupt = 0;
 	char *topic;
 	int c, rc, err;
@@ -1044,8 +1083,10 @@ static int cmd_consume(const struct command *cmd, int argc, char **argv)
 				co.from = SHMQ_FROM_COMMITTED;
 			} else if (parse_u64(optarg, &co.offset)) {
 				co.from = SHMQ_FROM_OFFSET;
+			} else if (parse_time(optarg, &from_time)) {
+				co.from = SHMQ_FROM_LATEST;
 			} else {
-				return usage_error(cmd, "--from: '%s' is not earliest, latest, committed or an offset",
+				return usage_error(cmd, "--from: '%s' is not earliest, latest, committed, an offset or a time (@SECONDS or YYYY-MM-DDTHH:MM:SS[Z])",
 						   optarg);
 			}
 			break;
@@ -1076,6 +1117,13 @@ static int cmd_consume(const struct command *cmd, int argc, char **argv)
 	if (rc) {
 		rc = fail(rc, "join group %s of topic %s", group, topic);
 		goto out;
+	}
+	if (from_time) {
+		rc = shmq_consumer_seek_time(consumer, SHMQ_ALL_PARTITIONS, from_time);
+		if (rc) {
+			rc = fail(rc, "seek topic %s to the time given", topic);
+			goto out;
+		}
 	}
 	catch_stop_signals();
 	if (timeout_ms >= 0)
@@ -1183,7 +1231,9 @@ static const struct command commands[] = {
 	  "          [--count N] [--timeout MS] [--print-offsets]",
 	  "Print each message's value on its own line, as a member of group G.\n"
 	  "  --from WHERE     where a group with no live member starts (default committed);\n"
-	  "                   an OFFSET (as --print-offsets shows) applies to every partition\n"
+	  "                   an OFFSET (as --print-offsets shows) applies to every partition;\n"
+	  "                   a time, @SECONDS or YYYY-MM-DDTHH:MM:SS[Z] (UTC), moves the\n"
+	  "                   group to the first message at or after it, on disk or in the ring\n"
 	  "  --count N        exit after N messages\n"
 	  "  --timeout MS     exit when no message came for MS milliseconds (default never)\n"
 	  "  --print-offsets  prefix each value with PARTITION<tab>OFFSET<tab>\n"
