@@ -448,7 +448,12 @@ bool shmqd_spill_all(struct shmqd *d, uint64_t now_ns)
 
 void shmqd_spill_checkpoint_all(struct shmqd *d)
 {
+	unsigned passes = 0;
 	size_t i;
+
+	/* A journal gets everything committed so far before we stop. */
+	while (shmqd_spill_all(d, shmq__mono_ns()) && ++passes < 10000)
+		;
 
 	for (i = 0; i < d->ntopics; i++) {
 		struct shmqd_topic *t = d->topics[i];
