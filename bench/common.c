@@ -201,11 +201,14 @@ static void usage(FILE *f, const char *prog, const char *extra)
 		"  --shmqd PATH   shmqd binary (default $SHMQ_BUILD/shmqd, or next\n"
 		"                 to this program's directory)\n"
 		"  --json FILE    append one JSON object per result line to FILE\n"
-		"  --only SIDE    run only \"uds\" or only \"shmq\"\n"
+		"  --only LIST    run only these transports (comma-separated names)\n"
+		"  --plots DIR    write gnuplot data and scripts to DIR\n"
+		"  --targets FILE append the verdict on each issue-5 target to FILE\n"
 		"  --machine      describe the machine and exit\n"
 		"  --cleanup      delete every topic of --dir and exit\n"
 		"environment:\n"
-		"  BENCH_RUNS     repetitions of each measurement (default 3)\n"
+		"  BENCH_RUNS     repetitions of each measurement (default 3, full 5)\n"
+		"  BENCH_FULL     1: longer measurements and more sizes\n"
 		"  BENCH_CPUS     \"a,b\": the two CPUs (default the first two allowed)\n"
 		"  BENCH_TIMEOUT  seconds before one measurement is declared hung (60)\n"
 		"%s",
@@ -220,6 +223,8 @@ void bench_parse(int argc, char **argv, const char *usage_extra,
 		{ "shmqd", required_argument, NULL, 's' },
 		{ "json", required_argument, NULL, 'j' },
 		{ "only", required_argument, NULL, 'o' },
+		{ "plots", required_argument, NULL, 'p' },
+		{ "targets", required_argument, NULL, 't' },
 		{ "machine", no_argument, NULL, 'm' },
 		{ "cleanup", no_argument, NULL, 'c' },
 		{ "help", no_argument, NULL, 'h' },
@@ -235,6 +240,8 @@ void bench_parse(int argc, char **argv, const char *usage_extra,
 		case 's': o->shmqd = optarg; break;
 		case 'j': o->json = optarg; break;
 		case 'o': o->only = optarg; break;
+		case 'p': o->plots = optarg; break;
+		case 't': o->targets = optarg; break;
 		case 'm': o->machine = true; break;
 		case 'c': o->cleanup = true; break;
 		case 'h':
@@ -249,11 +256,14 @@ void bench_parse(int argc, char **argv, const char *usage_extra,
 		usage(stderr, argv[0], usage_extra);
 		exit(2);
 	}
-	if (o->only && strcmp(o->only, "uds") && strcmp(o->only, "shmq"))
-		bench_die("--only %s: expected uds or shmq", o->only);
 	if (o->cleanup && !o->dir)
 		bench_die("--cleanup needs --dir");
-	o->runs = (int)bench_env_long("BENCH_RUNS", 3);
+	{
+		const char *f = getenv("BENCH_FULL");
+
+		o->full = f && *f && strcmp(f, "0") != 0;
+	}
+	o->runs = (int)bench_env_long("BENCH_RUNS", o->full ? 5 : 3);
 	if (o->runs > 64)
 		bench_die("BENCH_RUNS=%d: at most 64", o->runs);
 	o->timeout_s = (int)bench_env_long("BENCH_TIMEOUT", 60);
@@ -273,9 +283,23 @@ void bench_parse(int argc, char **argv, const char *usage_extra,
 	(void)bench_started();
 }
 
-bool bench_want(const struct bench_opts *o, const char *side)
+bool bench_want(const struct bench_opts *o, const char *name)
 {
-	return !o->only || !strcmp(o->only, side);
+	size_t n = strlen(name);
+	const char *s;
+
+	if (!o->only)
+		return true;
+	for (s = o->only; *s;) {
+		size_t len = strcspn(s, ",");
+
+		if (len == n && !strncmp(s, name, n))
+			return true;
+		s += len;
+		if (*s == ',')
+			s++;
+	}
+	return false;
 }
 
 /* ------------------------------------------------------------------------
@@ -520,6 +544,37 @@ FILE *bench_json_open(const struct bench_opts *o)
 	return f;
 }
 
+FILE *bench_plot_open(const struct bench_opts *o, const char *name)
+{
+	char path[4096];
+	FILE *f;
+
+	if (!o->plots)
+		return NULL;
+	snprintf(path, sizeof(path), "%s/%s", o->plots, name);
+	f = fopen(path, "w");
+	if (!f)
+		bench_die("%s: %s", path, strerror(errno));
+	return f;
+}
+
+void bench_target_line(const struct bench_opts *o, const char *fmt, ...)
+{
+	va_list ap;
+	FILE *f;
+
+	if (!o->targets)
+		return;
+	f = fopen(o->targets, "a");
+	if (!f)
+		bench_die("%s: %s", o->targets, strerror(errno));
+	va_start(ap, fmt);
+	vfprintf(f, fmt, ap);
+	va_end(ap);
+	fputc('\n', f);
+	fclose(f);
+}
+
 /* Read the first line of a small file into buf, without the newline. */
 static bool read_line(const char *path, char *buf, size_t n)
 {
@@ -535,8 +590,8 @@ static bool read_line(const char *path, char *buf, size_t n)
 	return ok;
 }
 
-/* A JSON string: the machine's strings are plain, but quote defensively. */
-static void json_str(FILE *f, const char *s)
+/* The machine's strings are plain, but quote defensively. */
+void bench_json_str(FILE *f, const char *s)
 {
 	fputc('"', f);
 	for (; *s; s++) {
@@ -559,7 +614,8 @@ struct machine {
 	bool virt;		/* the hypervisor CPUID flag */
 	char kernel[256];
 	char clocksource[64];
-	uint64_t clock_ns;	/* cost of one CLOCK_MONOTONIC read */
+	uint64_t clock_ns;	/* cost of one CLOCK_MONOTONIC read, cheapest */
+	uint64_t clock_med_ns;	/* and median */
 	double load1;		/* 1-minute load average, -1 if unknown */
 };
 
@@ -641,18 +697,28 @@ static int numa_nodes(void)
 	return n ? n : 1;
 }
 
-static uint64_t clock_cost(void)
+void bench_clock_cost(uint64_t *min_ns, uint64_t *median_ns)
 {
-	/* The cheapest of many back-to-back pairs: the floor of every sample. */
-	uint64_t best = UINT64_MAX;
+	/*
+	 * Back-to-back pairs: the cheapest is the floor under every sample,
+	 * the median what a typical sample pays (one read sits inside each
+	 * timed interval).  Pairs of 16 reads, so that the clock's own
+	 * granularity does not round a cheap read to zero.
+	 */
+	enum { PAIRS = 4001, READS = 16 };
+	static uint64_t d[PAIRS];
 
-	for (int i = 0; i < 10000; i++) {
-		uint64_t a = bench_now_ns(), b = bench_now_ns();
+	for (int i = 0; i < PAIRS; i++) {
+		uint64_t a = bench_now_ns(), b;
 
-		if (b - a < best)
-			best = b - a;
+		for (int k = 0; k < READS - 1; k++)
+			(void)bench_now_ns();
+		b = bench_now_ns();
+		d[i] = (b - a) / READS;
 	}
-	return best;
+	bench_sort_u64(d, PAIRS);
+	*min_ns = d[0];
+	*median_ns = d[PAIRS / 2];
 }
 
 void bench_machine(FILE *json)
@@ -672,7 +738,7 @@ void bench_machine(FILE *json)
 	if (!read_line("/sys/devices/system/clocksource/clocksource0/current_clocksource",
 		       m.clocksource, sizeof(m.clocksource)))
 		snprintf(m.clocksource, sizeof(m.clocksource), "unknown");
-	m.clock_ns = clock_cost();
+	bench_clock_cost(&m.clock_ns, &m.clock_med_ns);
 	m.load1 = -1;
 	if (read_line("/proc/loadavg", buf, sizeof(buf)))
 		m.load1 = strtod(buf, NULL);
@@ -684,8 +750,10 @@ void bench_machine(FILE *json)
 	       m.virt ? " (virtual machine)" : "");
 	printf("  NUMA      %d node%s\n", m.numa_nodes, m.numa_nodes == 1 ? "" : "s");
 	printf("  kernel    %s\n", m.kernel);
-	printf("  clock     CLOCK_MONOTONIC via %s, %llu ns per read\n",
-	       m.clocksource, (unsigned long long)m.clock_ns);
+	printf("  timer     CLOCK_MONOTONIC (vDSO) via %s: %llu ns per read (median; min %llu);\n"
+	       "            every latency sample includes one read\n",
+	       m.clocksource, (unsigned long long)m.clock_med_ns,
+	       (unsigned long long)m.clock_ns);
 	/*
 	 * Two pinned processes own two CPUs for the whole run; anything else
 	 * that runs there shows up in the tails and the spreads.  Say so.
@@ -698,17 +766,19 @@ void bench_machine(FILE *json)
 
 	if (!json)
 		return;
-	fprintf(json, "{\"bench\":\"machine\",\"time\":\"%s\",\"cpu_model\":",
+	fprintf(json, "{\"bench\":\"machine\",\"metric\":\"machine\",\"time\":\"%s\",\"cpu_model\":",
 		bench_started());
-	json_str(json, m.model);
+	bench_json_str(json, m.model);
 	fprintf(json, ",\"cpus\":%d,\"cores\":%d,\"sockets\":%d,\"numa_nodes\":%d,"
 		"\"virtual\":%s,\"kernel\":", m.cpus, m.cores, m.sockets,
 		m.numa_nodes, m.virt ? "true" : "false");
-	json_str(json, m.kernel);
+	bench_json_str(json, m.kernel);
 	fprintf(json, ",\"clocksource\":");
-	json_str(json, m.clocksource);
-	fprintf(json, ",\"clock_read_ns\":%llu,\"loadavg_1min\":%.2f}\n",
-		(unsigned long long)m.clock_ns, m.load1);
+	bench_json_str(json, m.clocksource);
+	fprintf(json, ",\"clock_read_ns\":%llu,\"clock_read_ns_min\":%llu,"
+		"\"loadavg_1min\":%.2f}\n",
+		(unsigned long long)m.clock_med_ns, (unsigned long long)m.clock_ns,
+		m.load1);
 }
 
 /* ------------------------------------------------------------------------
@@ -851,14 +921,15 @@ void bench_ns_teardown(struct bench_ns *ns)
 		g_ns = NULL;
 }
 
-void bench_topic_create(struct bench_ns *ns, const char *name,
-			uint64_t ring_bytes, uint32_t max_message)
+int bench_topic_create(struct bench_ns *ns, const char *name,
+		       uint64_t ring_bytes, uint32_t max_message,
+		       uint32_t partitions)
 {
 	struct shmq_topic_opts to = SHMQ_TOPIC_OPTS_INIT;
 	uint64_t deadline = bench_now_ns() + 10 * 1000000000ull;
 	int slot, rc, st;
 
-	to.partitions = 1;
+	to.partitions = partitions;
 	to.ring_bytes = ring_bytes;
 	to.max_message = max_message;
 	to.full_policy = SHMQ_FULL_BLOCK;
@@ -867,7 +938,7 @@ void bench_topic_create(struct bench_ns *ns, const char *name,
 		if (!g_topics[slot][0])
 			break;
 	if (slot == BENCH_MAX_TOPICS)
-		bench_die("too many bench topics at once");
+		return -ENOSPC;
 
 	/* shmqd may have been started a moment ago and not listen yet. */
 	for (;;) {
@@ -877,17 +948,20 @@ void bench_topic_create(struct bench_ns *ns, const char *name,
 		if (ns->shmqd > 0 && waitpid(ns->shmqd, &st, WNOHANG) == ns->shmqd) {
 			ns->shmqd = 0;
 			bench_die("shmqd exited (status 0x%x) before it served %s",
-				  st, ns->dir);
+				  (unsigned)st, ns->dir);
 		}
 		usleep(20000);
 	}
 	if (rc == -EEXIST) {
 		/* Left by a killed run on a reused --dir: start clean. */
-		bench_check(shmq_topic_delete(ns->client, name), "shmq_topic_delete");
-		rc = shmq_topic_create(ns->client, name, &to);
+		rc = shmq_topic_delete(ns->client, name);
+		if (rc == 0)
+			rc = shmq_topic_create(ns->client, name, &to);
 	}
-	bench_check(rc, name);
+	if (rc < 0)
+		return rc;
 	snprintf(g_topics[slot], sizeof(g_topics[slot]), "%s", name);
+	return 0;
 }
 
 void bench_topic_delete(struct bench_ns *ns, const char *name)
@@ -946,29 +1020,48 @@ static inline uint64_t check_word(uint64_t seq, size_t line)
 	return (seq * 0x9e3779b97f4a7c15ull) ^ (line + 1);
 }
 
+/* Where line l's check word goes in a message of n bytes, 0 for none. */
+static inline size_t check_at(size_t n, size_t l)
+{
+	size_t end = (l + 1) * BENCH_LINE;
+
+	if (end > n)
+		end = n;
+	/* A message of one word has no room beside its sequence number. */
+	return end - sizeof(uint64_t);
+}
+
 void bench_stamp_msg(void *msg, size_t n, uint64_t seq)
 {
 	char *p = msg;
+	size_t lines = (n + BENCH_LINE - 1) / BENCH_LINE;
 
 	memcpy(p, &seq, sizeof(seq));
-	for (size_t l = 0; l < n / BENCH_LINE; l++) {
+	for (size_t l = 0; l < lines; l++) {
 		uint64_t w = check_word(seq, l);
+		size_t at = check_at(n, l);
 
-		memcpy(p + l * BENCH_LINE + BENCH_LINE - sizeof(w), &w, sizeof(w));
+		if (at)
+			memcpy(p + at, &w, sizeof(w));
 	}
 }
 
 bool bench_verify_msg(const void *msg, size_t n, uint64_t seq)
 {
 	const char *p = msg;
+	size_t lines = (n + BENCH_LINE - 1) / BENCH_LINE;
 	uint64_t w;
 	bool ok;
 
 	memcpy(&w, p, sizeof(w));
 	ok = w == seq;
 	/* Read every line even after a mismatch: the cost must not depend on it. */
-	for (size_t l = 0; l < n / BENCH_LINE; l++) {
-		memcpy(&w, p + l * BENCH_LINE + BENCH_LINE - sizeof(w), sizeof(w));
+	for (size_t l = 0; l < lines; l++) {
+		size_t at = check_at(n, l);
+
+		if (!at)
+			continue;
+		memcpy(&w, p + at, sizeof(w));
 		ok &= w == check_word(seq, l);
 	}
 	return ok;

@@ -2,11 +2,12 @@
  * common.h - what the benchmark programs share.
  *
  * Design note
- *   Every bench-*.c program measures shmq beside a Unix domain socket
- *   baseline, in the same run, between two processes pinned to two cores.
- *   This file gives them the same footing: one clock, one way to pin, to
- *   fork a measured peer, to compute percentiles and spreads over repeated
- *   runs, to describe the machine, and to reach a private shmqd namespace.
+ *   Every bench-*.c program measures shmq beside its baselines, in the
+ *   same run, between processes pinned to two cores.  This file gives them
+ *   the same footing: one clock, one way to pin, to compute spreads over
+ *   repeated runs, to describe the machine, to stamp and check messages,
+ *   and to reach a private shmqd namespace.  The measured loops themselves
+ *   are in harness.c (every transport) and bench-shapes.c (shmq only).
  *
  *   A namespace is either handed in (--dir DIR, what bench/run.sh does: it
  *   starts one shmqd for the whole run and cleans up in a trap), or made
@@ -39,10 +40,13 @@ struct bench_opts {
 	const char *dir;	/* --dir: a namespace served by a running shmqd */
 	const char *shmqd;	/* --shmqd: binary to start when dir is NULL */
 	const char *json;	/* --json: append JSON lines here */
-	const char *only;	/* --only uds|shmq: run one side (debugging) */
+	const char *only;	/* --only a,b: run only these transports */
+	const char *plots;	/* --plots DIR: write gnuplot data and scripts */
+	const char *targets;	/* --targets FILE: append the target verdicts */
 	bool machine;		/* --machine: print the machine and exit */
 	bool cleanup;		/* --cleanup: delete every topic of --dir */
-	int runs;		/* BENCH_RUNS, default 3 */
+	int runs;		/* BENCH_RUNS, default 3 (5 with BENCH_FULL) */
+	bool full;		/* BENCH_FULL=1: longer runs, more sizes */
 	int timeout_s;		/* BENCH_TIMEOUT: watchdog per measurement */
 	int cpu[2];		/* BENCH_CPUS "a,b", default the first two allowed */
 	int ncpu;		/* 2, or 1 when only one CPU is usable */
@@ -59,8 +63,15 @@ void bench_parse(int argc, char **argv, const char *usage_extra,
 long bench_env_long(const char *name, long def);
 double bench_env_double(const char *name, double def);
 
-/* Should this transport run under --only? */
-bool bench_want(const struct bench_opts *o, const char *side);
+/* Should this transport run under --only (a comma-separated list)? */
+bool bench_want(const struct bench_opts *o, const char *name);
+
+/* quick (the default) or full: pick the figure for the mode. */
+static inline double bench_by_mode(const struct bench_opts *o, double quick,
+				   double full)
+{
+	return o->full ? full : quick;
+}
 
 /* ------------------------------------------------------------------------
  * Errors.  A benchmark that cannot measure what it says must stop: these
@@ -159,6 +170,19 @@ const char *bench_fmt_spread(char *buf, size_t n, const char *fmt,
 /* Print the machine to stdout and, if json is open, one JSON line. */
 void bench_machine(FILE *json);
 
+/* The cost of one CLOCK_MONOTONIC read: the cheapest and the median of many. */
+void bench_clock_cost(uint64_t *min_ns, uint64_t *median_ns);
+
+/* A JSON string, quoted and escaped. */
+void bench_json_str(FILE *f, const char *s);
+
+/* A file of --plots DIR opened for writing ("w"), or NULL without --plots. */
+FILE *bench_plot_open(const struct bench_opts *o, const char *name);
+
+/* Append one line to --targets FILE (and nothing without it). */
+void bench_target_line(const struct bench_opts *o, const char *fmt, ...)
+	BENCH_PRINTF(2, 3);
+
 /* The JSON lines file from --json, opened for append; NULL if none. */
 FILE *bench_json_open(const struct bench_opts *o);
 
@@ -185,22 +209,27 @@ void bench_ns_setup(struct bench_ns *ns, const struct bench_opts *o);
 void bench_ns_teardown(struct bench_ns *ns);
 
 /*
- * Create a topic of one partition.  Retries while shmqd is not yet
- * listening (it may still be starting), for a few seconds.  The topic is
- * remembered and deleted by bench_topic_delete() or teardown.
+ * Create a topic of `partitions` partitions with the BLOCK policy.
+ * Retries while shmqd is not yet listening (it may still be starting), for
+ * a few seconds.  The topic is remembered and deleted by
+ * bench_topic_delete() or teardown.  Returns 0 or the shmq error (the
+ * detail is in shmq_errdetail()); never dies, so that a transport can
+ * report it.
  */
-void bench_topic_create(struct bench_ns *ns, const char *name,
-			uint64_t ring_bytes, uint32_t max_message);
+int bench_topic_create(struct bench_ns *ns, const char *name,
+		       uint64_t ring_bytes, uint32_t max_message,
+		       uint32_t partitions);
 void bench_topic_delete(struct bench_ns *ns, const char *name);
 
 /* Delete every topic of the namespace (--cleanup). */
 void bench_topic_delete_all(struct bench_ns *ns);
 
 /* ------------------------------------------------------------------------
- * Message contents.  A message of n bytes (a multiple of 8, at least 64)
+ * Message contents.  A message of n bytes (a multiple of 8, at least 8)
  * carries its sequence number in word 0 and a check word in the last word
- * of every cache line, so a consumer that verifies it has read every line
- * the producer wrote: nothing is counted that was not really moved.
+ * of every cache line it touches (of a partial last line too, unless that
+ * word is word 0), so a consumer that verifies it has read every line the
+ * producer wrote: nothing is counted that was not really moved.
  */
 #define BENCH_LINE 64u
 #define BENCH_STOP UINT64_MAX	/* sequence number that ends a stream */

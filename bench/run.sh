@@ -1,33 +1,58 @@
 #!/bin/sh
-# run.sh - run the shmq benchmarks in order and keep their results.
+# run.sh - run the shmq benchmark suite and keep its results.
 #
 #   SHMQ_BUILD=build/default sh bench/run.sh      (what `make bench` does)
+#   BENCH_FULL=1 make bench                        longer, more sizes
 #
 # Design note
-#   One shmqd serves the whole run, on a private namespace made with
-#   mktemp -d, so nothing here can meet another user's topics.  The programs
-#   create and delete their own topics through the public API.  Whatever
-#   happens (a failed measurement, a watchdog, ^C), the trap deletes the
-#   topics left in the namespace (their shared memory outlives shmqd
-#   otherwise), stops shmqd and removes the directory.
+#   Order: the machine; the optional baselines (ZeroMQ and iceoryx are
+#   plugins built here, so that the Makefile never needs their libraries);
+#   one shmqd on a private namespace for the whole run; the three programs
+#   (latency, throughput, shapes), each of which measures shmq and its
+#   baselines in the same rounds; then the plots and the verdict on every
+#   issue-5 target.
 #
-#   The table goes to stdout.  The JSON lines (one object per transport and
-#   metric, plus one for the machine) go to bench/results/latest.jsonl,
-#   which is replaced only when the whole run succeeded; a failed run
-#   leaves the previous results in place.
+#   Optional pieces never fail the run.  As root, a missing libzmq3-dev,
+#   libiceoryx-binding-c-dev + iceoryx, or gnuplot-nox is installed with
+#   apt-get; otherwise (or when that fails) the piece is skipped and the
+#   output says "skipped: <reason>".  iceoryx needs its daemon: we start
+#   iox-roudi when none runs, and stop the one we started (by its pid).
 #
-#   Knobs (environment): BENCH_RUNS (3), BENCH_CPUS ("0,1"),
-#   BENCH_LAT_SAMPLES, BENCH_LAT_WARMUP, BENCH_TPUT_SECONDS, BENCH_TIMEOUT.
-#   The defaults finish in well under a minute.
+#   Cleanup, whatever happens (a failed measurement, a watchdog, ^C): the
+#   trap deletes the topics left in the namespace (their shared memory
+#   outlives shmqd otherwise), stops shmqd and our iox-roudi, and removes
+#   the private directory.  Every measured process runs under alarm() and
+#   a coordinator deadline, so nothing here can hang.
+#
+#   Results: the table on stdout; JSON lines (one object per transport and
+#   metric) in bench/results/latest.jsonl, replaced only when the whole run
+#   succeeded; PNG plots in bench/results/ (gitignored) with copies in
+#   docs/bench/ for the README; the target verdicts in
+#   bench/results/targets.txt.
+#
+#   Knobs (environment): BENCH_FULL=1, BENCH_RUNS, BENCH_CPUS ("0,1"),
+#   BENCH_TIMEOUT, and the per-program ones (--help of each program).
 set -eu
 
 : "${SHMQ_BUILD:?set SHMQ_BUILD to the build directory (make bench does)}"
 bin=$SHMQ_BUILD/bench
 here=$(cd "$(dirname "$0")" && pwd)
+top=$(cd "$here/.." && pwd)
 results=$here/results
+docs=$top/docs/bench
 out=$results/latest.jsonl
 
-for p in "$SHMQ_BUILD/shmqd" "$bin/bench-latency" "$bin/bench-throughput"; do
+# BENCH_QUICK=1 is the default; BENCH_FULL=1 asks for the long run.
+if [ "${BENCH_FULL:-0}" != 0 ] && [ -n "${BENCH_FULL:-}" ]; then
+	export BENCH_FULL=1
+	mode=full
+else
+	export BENCH_FULL=0
+	mode=quick
+fi
+
+for p in "$SHMQ_BUILD/shmqd" "$bin/bench-latency" "$bin/bench-throughput" \
+	"$bin/bench-shapes"; do
 	if [ ! -x "$p" ]; then
 		echo "bench: $p is missing; run \`make bench\`" >&2
 		exit 1
@@ -37,8 +62,27 @@ done
 mkdir -p "$results"
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/shmq-bench.XXXXXX")
 ns=$tmp/ns
-mkdir "$ns"
+plots=$tmp/plots
+mkdir "$ns" "$plots"
 shmqd_pid=
+roudi_pid=
+
+is_root() { [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; }
+
+# apt-get install, quietly; its output goes to a log we show on failure.
+apt_install() {
+	echo "bench: installing $* (Debian packages, as root)"
+	export DEBIAN_FRONTEND=noninteractive
+	if ! apt-get install -y -qq --no-install-recommends "$@" \
+		>"$tmp/apt.log" 2>&1; then
+		apt-get update -qq >>"$tmp/apt.log" 2>&1 || true
+		apt-get install -y -qq --no-install-recommends "$@" \
+			>>"$tmp/apt.log" 2>&1 || {
+			tail -n 5 "$tmp/apt.log" >&2
+			return 1
+		}
+	fi
+}
 
 # shmqd in a session of its own when setsid(1) is there: a ^C at the
 # terminal then stops the benchmark, not the daemon that must delete its
@@ -50,6 +94,17 @@ start_shmqd() {
 		"$SHMQ_BUILD/shmqd" --dir "$ns" >>"$tmp/shmqd.log" 2>&1 &
 	fi
 	shmqd_pid=$!
+}
+
+stop_pid() {
+	kill "$1" 2>/dev/null || return 0
+	i=0
+	while kill -0 "$1" 2>/dev/null && [ "$i" -lt 50 ]; do
+		sleep 0.1
+		i=$((i + 1))
+	done
+	kill -9 "$1" 2>/dev/null
+	wait "$1" 2>/dev/null
 }
 
 cleanup() {
@@ -67,15 +122,9 @@ cleanup() {
 			"$bin/bench-latency" --dir "$ns" --cleanup >/dev/null 2>&1 ||
 				echo "bench: could not delete the topics left in $ns" >&2
 		fi
-		kill "$shmqd_pid" 2>/dev/null
-		i=0
-		while kill -0 "$shmqd_pid" 2>/dev/null && [ "$i" -lt 50 ]; do
-			sleep 0.1
-			i=$((i + 1))
-		done
-		kill -9 "$shmqd_pid" 2>/dev/null
-		wait "$shmqd_pid" 2>/dev/null
+		stop_pid "$shmqd_pid"
 	fi
+	[ -n "$roudi_pid" ] && stop_pid "$roudi_pid"
 	if [ "$rc" -ne 0 ]; then
 		echo "bench: failed (status $rc); shmqd's log:" >&2
 		tail -n 20 "$tmp/shmqd.log" >&2 2>/dev/null
@@ -90,7 +139,79 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 start=$(date +%s)
+echo "shmq benchmark suite ($mode mode; BENCH_FULL=1 for the long run)"
+echo
 "$bin/bench-latency" --machine --json "$out.tmp"
+
+# ------------------------------------------------------------------------
+# Optional baselines, built as plugins the programs load with dlopen.
+cc=${CC:-cc}
+pflags="-std=gnu11 -O2 -g -Wall -Wextra -Wshadow -Wstrict-prototypes \
+-Wmissing-prototypes -fPIC -shared"
+case "${CI:-}${WERROR:-}" in
+true* | *1) pflags="$pflags -Werror" ;;
+esac
+
+# plugin NAME REASON-IF-MISSING HEADER CFLAGS LIBS
+plugin() {
+	rm -f "$bin/xport-$1.so" "$bin/xport-$1.skip"
+	if [ ! -f "$3" ]; then
+		echo "$2" >"$bin/xport-$1.skip"
+		return
+	fi
+	# shellcheck disable=SC2086
+	if ! $cc $pflags $4 -o "$bin/xport-$1.so" "$here/ext/xport-$1.c" $5 \
+		2>"$tmp/$1.build.log"; then
+		cat "$tmp/$1.build.log" >&2
+		echo "plugin build failed (see the compiler's message above)" \
+			>"$bin/xport-$1.skip"
+	fi
+}
+
+zmq_h=/usr/include/zmq.h
+if [ ! -f "$zmq_h" ] && is_root; then
+	apt_install libzmq3-dev || true
+fi
+plugin zeromq "libzmq3-dev not installed" "$zmq_h" "" "-lzmq"
+
+iox_inc=/usr/include/iceoryx/v2.0.3
+iox_h=$iox_inc/iceoryx_binding_c/runtime.h
+if { [ ! -f "$iox_h" ] || ! command -v iox-roudi >/dev/null 2>&1; } && is_root; then
+	apt_install libiceoryx-binding-c-dev iceoryx || true
+fi
+if [ -f "$iox_h" ] && ! command -v iox-roudi >/dev/null 2>&1; then
+	echo "iox-roudi not installed (Debian package iceoryx)" >"$bin/xport-iceoryx.skip"
+	rm -f "$bin/xport-iceoryx.so"
+else
+	# Their headers are not -Wstrict-prototypes clean: -isystem.
+	plugin iceoryx "libiceoryx-binding-c-dev not installed" "$iox_h" \
+		"-isystem $iox_inc" "-liceoryx_binding_c"
+fi
+if [ -f "$bin/xport-iceoryx.so" ]; then
+	# One RouDi per machine: use a running one, else start ours.
+	# (A RouDi on its way out has no socket any more: start ours then.)
+	if pgrep -x iox-roudi >/dev/null 2>&1 && [ -S /tmp/roudi ]; then
+		export BENCH_IOX_ROUDI=1
+	else
+		setsid iox-roudi >"$tmp/roudi.log" 2>&1 &
+		roudi_pid=$!
+		i=0
+		while [ "$i" -lt 50 ] && ! grep -q "RouDi is ready" "$tmp/roudi.log"; do
+			sleep 0.1
+			i=$((i + 1))
+		done
+		if grep -q "RouDi is ready" "$tmp/roudi.log"; then
+			export BENCH_IOX_ROUDI=1
+		else
+			echo "iox-roudi did not become ready: $(tail -n 1 "$tmp/roudi.log")" \
+				>"$bin/xport-iceoryx.skip"
+			rm -f "$bin/xport-iceoryx.so"
+			stop_pid "$roudi_pid"
+			roudi_pid=
+		fi
+	fi
+fi
+export BENCH_PLUGINS="$bin"
 
 start_shmqd
 # The programs wait for shmqd to listen; this only catches a shmqd that
@@ -101,8 +222,45 @@ if ! kill -0 "$shmqd_pid" 2>/dev/null; then
 	exit 1
 fi
 
-"$bin/bench-latency" --dir "$ns" --json "$out.tmp"
-"$bin/bench-throughput" --dir "$ns" --json "$out.tmp"
+targets=$tmp/targets.txt
+: >"$targets"
+for prog in latency throughput shapes; do
+	"$bin/bench-$prog" --dir "$ns" --json "$out.tmp" --plots "$plots" \
+		--targets "$targets"
+done
+
+# ------------------------------------------------------------------------
+# Plots.
+if ! command -v gnuplot >/dev/null 2>&1 && is_root; then
+	apt_install gnuplot-nox || true
+fi
+if command -v gnuplot >/dev/null 2>&1; then
+	made=0
+	for gp in "$plots"/*.gp; do
+		[ -f "$gp" ] || continue
+		if (cd "$plots" && gnuplot "$(basename "$gp")") 2>"$tmp/gnuplot.log"; then
+			made=$((made + 1))
+		else
+			echo "bench: gnuplot $(basename "$gp") failed:" >&2
+			tail -n 3 "$tmp/gnuplot.log" >&2
+		fi
+	done
+	mkdir -p "$docs"
+	for png in "$plots"/*.png; do
+		[ -f "$png" ] || continue
+		cp "$png" "$results/"
+		cp "$png" "$docs/"
+	done
+	echo "plots: $made PNG in $results/ (copies in docs/bench/)"
+else
+	echo "plots: skipped: gnuplot not installed (apt-get install gnuplot-nox)"
+fi
+
+echo
+echo "Issue-5 targets on this machine (ratios of medians measured in this run)"
+sed 's/^/  /' "$targets"
+cp "$targets" "$results/targets.txt"
 
 mv "$out.tmp" "$out"
+echo
 echo "results: $out ($(($(date +%s) - start)) s)"
