@@ -150,7 +150,9 @@ check: all $(TESTS) $(FUZZ_REPLAY)
 TSAN_TESTS := ring-t
 check-tsan:
 	$(MAKE) SAN=thread $(addprefix build/san-thread/tests/,$(TSAN_TESTS))
-	SHMQ_BUILD=$(CURDIR)/build/san-thread prove -f $(addprefix build/san-thread/tests/,$(TSAN_TESTS))
+	SHMQ_BUILD=$(CURDIR)/build/san-thread \
+	TSAN_OPTIONS="suppressions=$(CURDIR)/tests/tsan.supp history_size=7 halt_on_error=1" \
+		prove -f $(addprefix build/san-thread/tests/,$(TSAN_TESTS))
 
 demo: all $(DEMO)
 	$(DEMO) --shmqd $(SHMQD) --dir $(CURDIR)/var/demo

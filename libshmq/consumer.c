@@ -39,6 +39,8 @@
 
 /* How long an empty poll spins before it sleeps. */
 #define SPIN_NS 20000u
+/* How many empty looks between two reads of the clock. */
+#define CLOCK_EVERY 16u
 
 struct shmq_consumer {
 	shmq_client_t *client;
@@ -55,6 +57,7 @@ struct shmq_consumer {
 	struct shmq_spill_reader **readers;
 	uint64_t *bad_at;
 	uint64_t disk_reads; /* messages delivered from spill files */
+	uint32_t disk_waits; /* see disk_take */
 };
 
 uint64_t shmq__consumer_disk_reads(const shmq_consumer_t *c)
@@ -333,7 +336,8 @@ static int reader_of(struct shmq_consumer *c, uint32_t p,
 }
 
 /* What a take from the spill files asks of try_all. */
-#define DISK_AGAIN 1 /* the cursor moved: look at the partition again */
+#define DISK_AGAIN 1	   /* the cursor moved: look at the partition again */
+#define DISK_RETRY_TAKEN 2 /* taken, but not readable yet: read it again */
 
 /*
  * The group's next frame in partition p, at x, is no longer in the ring:
@@ -342,7 +346,7 @@ static int reader_of(struct shmq_consumer *c, uint32_t p,
  * it, which is not before the next poll.
  */
 static int disk_take(struct shmq_consumer *c, uint32_t p, uint64_t x,
-		     struct shmq_frame_view *v, struct shmq_msg *msg)
+		     bool taken, struct shmq_frame_view *v, struct shmq_msg *msg)
 {
 	struct shmq_map *m = c->map;
 	struct shmq_spill_reader *r;
@@ -367,12 +371,18 @@ static int disk_take(struct shmq_consumer *c, uint32_t p, uint64_t x,
 	}
 	rc = shmq__spill_read(r, x, v);
 	if (rc == 0) {
-		if (shmq__ring_take_at(m, p, c->group, x, v->size))
+		if (!taken && shmq__ring_take_at(m, p, c->group, x, v->size))
 			return DISK_AGAIN; /* another member took it */
 		return v->pad ? DISK_AGAIN : 0;
 	}
+	/*
+	 * Not in the files yet.  Below the tail that cannot last: the
+	 * spiller flushes before it lets producers reuse anything.
+	 */
+	if (rc == -EAGAIN && taken && ++c->disk_waits < 100000)
+		return DISK_RETRY_TAKEN;
 	if (rc == -EAGAIN)
-		return -EAGAIN; /* not in the files yet: the spiller is on it */
+		return -EAGAIN;
 	if (rc == SHMQ_ECORRUPT) {
 		c->bad_at[p] = x;
 		msg->partition = p;
@@ -419,8 +429,14 @@ static int try_all(struct shmq_consumer *c, struct shmq_msg *msg)
 			continue;
 again:
 		rc = shmq__ring_take(m, p, c->group, c->member, &v);
-		if (rc == SHMQ_TAKE_DISK) {
-			rc = disk_take(c, p, v.pos, &v, msg);
+		if (rc == SHMQ_TAKE_DISK || rc == SHMQ_TAKE_DISK_TAKEN) {
+			bool taken = rc == SHMQ_TAKE_DISK_TAKEN;
+			uint64_t x = v.pos;
+
+			c->disk_waits = 0;
+			do
+				rc = disk_take(c, p, x, taken, &v, msg);
+			while (rc == DISK_RETRY_TAKEN);
 			if (rc == DISK_AGAIN && ++tries < 1024)
 				goto again;
 			if (rc == DISK_AGAIN)
@@ -458,21 +474,35 @@ again:
 int shmq_consumer_poll(shmq_consumer_t *c, struct shmq_msg *msg, int timeout_ms)
 {
 	struct shmq_seg_header *hdr;
-	uint64_t start = 0, deadline = 0, now;
+	uint64_t start = 0, deadline = 0, now = 0;
+	bool busy;
+	uint32_t spins = 0;
 	int rc;
 
 	if (!c || !msg)
 		return -EINVAL;
 	shmq_consumer_release(c);
 	hdr = c->map->hdr;
+	busy = c->flags & SHMQ_CONSUMER_BUSY_POLL;
 	for (;;) {
 		rc = try_all(c, msg);
 		if (rc != -EAGAIN)
 			return rc;
+		if (timeout_ms == 0)
+			return ck_pr_load_32(&hdr->deleted) ? SHMQ_EDELETED : -EAGAIN;
+		/*
+		 * The clock and the deleted flag are looked at every
+		 * CLOCK_EVERY spins only: a busy poller should spend its time
+		 * on the partitions, not on clock_gettime.
+		 */
+		if (spins++ % CLOCK_EVERY) {
+			ck_pr_stall();
+			continue;
+		}
 		if (ck_pr_load_32(&hdr->deleted))
 			return SHMQ_EDELETED;
-		if (timeout_ms == 0)
-			return -EAGAIN;
+		if (busy && timeout_ms < 0)
+			continue;
 		now = shmq__mono_ns();
 		if (!start) {
 			start = now;
@@ -481,10 +511,8 @@ int shmq_consumer_poll(shmq_consumer_t *c, struct shmq_msg *msg, int timeout_ms)
 		}
 		if (now >= deadline)
 			return -EAGAIN;
-		if (c->flags & SHMQ_CONSUMER_BUSY_POLL || now - start < SPIN_NS) {
-			ck_pr_stall();
+		if (busy || now - start < SPIN_NS)
 			continue;
-		}
 
 		/* Sleep: register as a waiter, look once more, then wait. */
 		{
@@ -497,6 +525,7 @@ int shmq_consumer_poll(shmq_consumer_t *c, struct shmq_msg *msg, int timeout_ms)
 			if (!ck_pr_load_32(&hdr->deleted))
 				shmq__futex_wait(&hdr->data_seq, seq,
 						 deadline == UINT64_MAX ? UINT64_MAX : deadline - now);
+			spins = 0;
 		}
 	}
 }

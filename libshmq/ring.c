@@ -42,7 +42,9 @@
  * also the validation: if it succeeds, the cursor was still x, so no
  * producer could have reused x (horizon <= cursor), and from then on the
  * hold keeps it intact until release.  If it fails, whatever was decoded
- * is discarded.
+ * is discarded.  On a spilling topic the cursor alone does not protect x
+ * (what is on disk may be reused), so the tail is read after the header
+ * and again after the CAS; see shmq__ring_take.
  *
  * Moving the tail and moving a cursor.  A producer that needs room walks
  * the tail forward over committed frames below the horizon; a member that
@@ -570,11 +572,12 @@ int shmq__ring_commit(struct shmq_map *m, struct shmq_producer_slot *slot,
 	ck_pr_store_64(&slot->claim_pos, SHMQ_POS_NONE);
 	if (rc == SHMQ_EREVOKED) {
 		/*
-		 * shmqd announces a revocation in our slot before its seal
-		 * CAS, and our failed CAS saw that CAS, so an unannounced
-		 * change of the seal is somebody writing where they must not.
+		 * shmqd announces a revocation of this claim in our slot
+		 * (revoked_pos = the claim's start) before its seal CAS, and
+		 * our failed CAS saw that CAS, so any other change of the
+		 * seal is somebody writing where they must not.
 		 */
-		if (ck_pr_load_64(&slot->revoked_pos) == SHMQ_POS_NONE)
+		if (ck_pr_load_64(&slot->revoked_pos) != c->pos)
 			return shmq__fail(SHMQ_ECORRUPT, "partition %u: the seal of our claim at %llu changed under us",
 					  c->part, (unsigned long long)c->frame_pos);
 		/* Let the tail walk pass our padded claim: we no longer write. */
@@ -604,40 +607,32 @@ int shmq__ring_take(struct shmq_map *m, uint32_t part, uint32_t g,
 	bool spilling = m->geo.spill_mode != SHMQ_SPILL_OFF;
 
 	for (;;) {
-		uint64_t x = ck_pr_load_64(&cur->next);
+		uint64_t x = ck_pr_load_64(&cur->next), seal;
 		int rc;
 
-		ck_pr_store_64(hold, x);
-		if (spilling) {
-			/*
-			 * Producers may reuse what is on disk although we have
-			 * not read it: hold first, then look at the tail (pairs
-			 * with make_room).  Below the tail, read from disk.
-			 */
-			ck_pr_fence_memory();
-			if (pos_before(x, ck_pr_load_64(&ph->tail))) {
-				ck_pr_store_64(hold, SHMQ_POS_NONE);
-				if (ck_pr_load_64(&cur->next) != x)
-					continue;
-				v->pos = x;
-				return SHMQ_TAKE_DISK;
-			}
-		}
-		rc = shmq__frame_decode(ring, cap, x, max_frame, v);
-		if (rc == SHMQ_FRAME_PENDING) {
-			uint64_t head = ck_pr_load_64(&ph->head);
-
-			ck_pr_store_64(hold, SHMQ_POS_NONE);
-			if (head - x <= cap)
-				return -EAGAIN;
-			/*
-			 * x more than a ring behind head: either we were
-			 * preempted and other members moved the cursor on
-			 * (then x is stale), or the cursor is garbage.
-			 */
+		/*
+		 * A look at the seal first: an empty partition costs no store
+		 * and no look at the head line that producers write.
+		 */
+		if (spilling && pos_before(x, ck_pr_load_64(&ph->tail))) {
+			/* Below the tail: no longer ours to read in the ring. */
 			if (ck_pr_load_64(&cur->next) != x)
 				continue;
-			return SHMQ_ECORRUPT;
+			v->pos = x;
+			return SHMQ_TAKE_DISK;
+		}
+		seal = ck_pr_load_64(&((const struct shmq_frame *)(ring + (x & m->mask)))->seal);
+		if ((seal & ~SHMQ_SEAL_FLAGS) != x || !(seal & SHMQ_SEAL_COMMITTED)) {
+			if (x & (SHMQ_FRAME_ALIGN - 1))
+				return SHMQ_ECORRUPT;
+			return -EAGAIN;
+		}
+		ck_pr_store_64(hold, x);
+		rc = shmq__frame_decode(ring, cap, x, max_frame, v);
+		if (rc == SHMQ_FRAME_PENDING) {
+			/* Lapped between the two looks: x is stale. */
+			ck_pr_store_64(hold, SHMQ_POS_NONE);
+			continue;
 		}
 		if (rc == SHMQ_FRAME_BAD) {
 			ck_pr_store_64(hold, SHMQ_POS_NONE);
@@ -646,11 +641,41 @@ int shmq__ring_take(struct shmq_map *m, uint32_t part, uint32_t g,
 				continue;
 			return SHMQ_ECORRUPT;
 		}
-		/* Take it; the CAS also proves that what we decoded was stable. */
-		if (!ck_pr_cas_64(&cur->next, x, x + v->size))
+		/*
+		 * On a spilling topic producers may reuse what is on disk
+		 * although this group has not read it.  They publish the tail
+		 * before they reuse anything below it, and the tail only
+		 * grows: a tail still at or below x, read after the header,
+		 * proves the header was whole.
+		 */
+		if (spilling && pos_before(x, ck_pr_load_64(&ph->tail))) {
+			ck_pr_store_64(hold, SHMQ_POS_NONE);
+			continue; /* the next look sends us to disk */
+		}
+		/* Take it; the CAS also proves that the cursor was still x. */
+		if (!ck_pr_cas_64(&cur->next, x, x + v->size)) {
+			/* The next look may find nothing: hold nothing. */
+			ck_pr_store_64(hold, SHMQ_POS_NONE);
 			continue;
-		if (v->pad)
+		}
+		/*
+		 * The CAS is a full barrier between our hold and this look at
+		 * the tail (pairs with make_room: tail, fence, hazards).  A
+		 * tail still at or below x means every producer that moves
+		 * it past x later sees our hold; otherwise one may already be
+		 * reusing x, and the frame is read from disk instead.
+		 */
+		if (spilling && pos_before(x, ck_pr_load_64(&ph->tail))) {
+			ck_pr_store_64(hold, SHMQ_POS_NONE);
+			if (v->pad)
+				continue;
+			v->pos = x;
+			return SHMQ_TAKE_DISK_TAKEN;
+		}
+		if (v->pad) {
+			ck_pr_store_64(hold, SHMQ_POS_NONE);
 			continue;
+		}
 		return 0;
 	}
 }

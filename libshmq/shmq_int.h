@@ -276,11 +276,14 @@ void shmq__ring_wake_consumers(struct shmq_map *m);
  * Take the next frame for group g in partition part, for member slot index
  * member.  On success the member's hold protects the frame until
  * shmq__ring_release().  Padding is skipped.  Returns 0, -EAGAIN (nothing
- * committed yet), SHMQ_ECORRUPT, or SHMQ_TAKE_DISK: on a spilling topic,
+ * committed yet), SHMQ_ECORRUPT, SHMQ_TAKE_DISK_TAKEN, or SHMQ_TAKE_DISK: on a spilling topic,
  * the group's next frame (at view->pos) is no longer in the ring; read it
  * from the spill files and take it with shmq__ring_take_at().
  */
 #define SHMQ_TAKE_DISK 1
+/* ... or: the frame at view->pos was taken for this member (the cursor
+ * moved past it), but its ring copy may be reused: read it from disk. */
+#define SHMQ_TAKE_DISK_TAKEN 2
 int shmq__ring_take(struct shmq_map *m, uint32_t part, uint32_t g,
 		    uint32_t member, struct shmq_frame_view *view);
 

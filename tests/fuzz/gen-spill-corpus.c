@@ -13,7 +13,10 @@
  * spill-fuzz.c documents: a mode byte, then for segments a 4-byte segment
  * length, the segment and its index.
  *
- * Output is deterministic except for creation times in headers.
+ * Output is deterministic: the creation times the library writes into
+ * segment, index and checkpoint headers are replaced by a fixed one (and
+ * the header CRCs recomputed), so that a rebuild changes no seed unless a
+ * format changed.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -159,6 +162,28 @@ static struct shmq_spill_log *wopen(uint64_t start, uint32_t interval)
 	return log;
 }
 
+/* A fixed creation time for every header (2023-11-14T22:13:20Z). */
+#define FIXED_NS 1700000000000000000ull
+
+static void fix_times(struct blob *seg, struct blob *idx)
+{
+	struct shmq_spill_seg_header h;
+	struct shmq_spill_idx_header ih;
+
+	if (seg->n >= sizeof(h)) {
+		memcpy(&h, seg->p, sizeof(h));
+		h.created_ns = FIXED_NS;
+		h.crc = shmq__crc32c(0, &h, offsetof(struct shmq_spill_seg_header, crc));
+		memcpy(seg->p, &h, sizeof(h));
+	}
+	if (idx->n >= sizeof(ih)) {
+		memcpy(&ih, idx->p, sizeof(ih));
+		ih.seg_created_ns = FIXED_NS;
+		ih.crc = shmq__crc32c(0, &ih, offsetof(struct shmq_spill_idx_header, crc));
+		memcpy(idx->p, &ih, sizeof(ih));
+	}
+}
+
 static void files(uint64_t first, struct blob *seg, struct blob *idx)
 {
 	char path[512], name[SHMQ_SPILL_NAME_MAX];
@@ -169,6 +194,7 @@ static void files(uint64_t first, struct blob *seg, struct blob *idx)
 	shmq__spill_file_name(first, SHMQ_SPILL_IDX_EXT, name);
 	snprintf(path, sizeof(path), "%s/spill/%s/0/%s", tmp, TOPIC, name);
 	*idx = slurp(path);
+	fix_times(seg, idx);
 }
 
 static void flip(struct blob b, size_t at, int bit)
@@ -379,6 +405,21 @@ static void segments(void)
 	free(idx.p);
 }
 
+/* A checkpoint file with the fixed time (written_ns at 24, crc of 0..59 at 60). */
+static struct blob ckpt_file(const char *path)
+{
+	struct blob b = slurp(path);
+	uint64_t t = FIXED_NS;
+	uint32_t crc;
+
+	if (b.n >= 64) {
+		memcpy(b.p + 24, &t, sizeof(t));
+		crc = shmq__crc32c(0, b.p, 60);
+		memcpy(b.p + 60, &crc, sizeof(crc));
+	}
+	return b;
+}
+
 static void checkpoints(void)
 {
 	struct shmq_ckpt cp = { .topic_id = 3 };
@@ -401,7 +442,7 @@ static void checkpoints(void)
 	if (shmq__checkpoint_write(tmp, TOPIC, &cp) < 0)
 		die("checkpoint: %s", shmq_errdetail());
 	snprintf(path, sizeof(path), "%s/spill/%s/%s", tmp, TOPIC, SHMQ_CKPT_FILE);
-	b = slurp(path);
+	b = ckpt_file(path);
 	buf = malloc(b.n + 1);
 	buf[0] = 1;
 	memcpy(buf + 1, b.p, b.n);
@@ -422,7 +463,7 @@ static void checkpoints(void)
 	cp.group_count = 0;
 	if (shmq__checkpoint_write(tmp, TOPIC, &cp) < 0)
 		die("checkpoint: %s", shmq_errdetail());
-	b = slurp(path);
+	b = ckpt_file(path);
 	buf = malloc(b.n + 1);
 	buf[0] = 1;
 	memcpy(buf + 1, b.p, b.n);
