@@ -185,46 +185,12 @@ corrupt:
 	return SHMQ_ECORRUPT;
 }
 
-/*
- * Open DIR/spill/<topic>, creating the directories when create (fsyncing
- * the parent of each one created).  Returns an fd or -errno.
- */
+/* Open DIR/spill/<topic> (see shmq__spill_open_dir). */
 static int open_topic_dir(const char *dir, const char *topic, bool create)
 {
 	const char *comp[2] = { SHMQ_SPILL_DIRNAME, topic };
-	int fd, i;
 
-	fd = shmq__fault_openat(AT_FDCWD, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
-	if (fd < 0)
-		return shmq__fail(-errno, "%s: %s", dir, strerror(errno));
-	for (i = 0; i < 2; i++) {
-		int nfd, r;
-
-		if (create) {
-			if (mkdirat(fd, comp[i], 0700) == 0) {
-				if (shmq__fault_fsync(fd) < 0) {
-					r = -errno;
-					close(fd);
-					return shmq__fail(r, "%s: fsync after mkdir: %s", dir,
-							  strerror(-r));
-				}
-			} else if (errno != EEXIST) {
-				r = -errno;
-				close(fd);
-				return shmq__fail(r, "%s: mkdir %s: %s", dir, comp[i],
-						  strerror(-r));
-			}
-		}
-		nfd = shmq__fault_openat(fd, comp[i],
-					 O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0);
-		r = -errno;
-		close(fd);
-		if (nfd < 0)
-			return shmq__fail(r, "%s/%s/%s: %s", dir, SHMQ_SPILL_DIRNAME, topic,
-					  strerror(-r));
-		fd = nfd;
-	}
-	return fd;
+	return shmq__spill_open_dir(dir, comp, 2, create, 0600);
 }
 
 /* Read and decode one checkpoint file.  Returns 0 and *out, or why not. */

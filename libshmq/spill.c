@@ -718,23 +718,15 @@ static mode_t dir_mode(uint32_t mode)
 	return (mode_t)(mode | ((mode & 0444) >> 2));
 }
 
-/*
- * Open DIR/spill/<topic>/<partition>, creating what is missing when create
- * (and fsyncing the parent of each directory created, so that the new
- * entry survives a power loss).  Returns a directory fd or -errno.
- */
-static int open_log_dir(const char *dir, const char *topic, uint32_t part,
-			bool create, uint32_t mode)
+int shmq__spill_open_dir(const char *dir, const char *const *comp, int n,
+			 bool create, uint32_t mode)
 {
-	char pname[16];
-	const char *comp[3] = { SHMQ_SPILL_DIRNAME, topic, pname };
 	int fd, i;
 
-	snprintf(pname, sizeof(pname), "%u", part);
 	fd = shmq__fault_openat(AT_FDCWD, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
 	if (fd < 0)
 		return shmq__fail(-errno, "%s: %s", dir, strerror(errno));
-	for (i = 0; i < 3; i++) {
+	for (i = 0; i < n; i++) {
 		int nfd, r;
 
 		if (create) {
@@ -757,11 +749,21 @@ static int open_log_dir(const char *dir, const char *topic, uint32_t part,
 		r = -errno;
 		close(fd);
 		if (nfd < 0)
-			return shmq__fail(r, "%s/spill/%s/%u: %s", dir, topic, part,
-					  strerror(-r));
+			return shmq__fail(r, "%s: %s: %s", dir, comp[i], strerror(-r));
 		fd = nfd;
 	}
 	return fd;
+}
+
+/* Open DIR/spill/<topic>/<partition> (see shmq__spill_open_dir). */
+static int open_log_dir(const char *dir, const char *topic, uint32_t part,
+			bool create, uint32_t mode)
+{
+	char pname[16];
+	const char *comp[3] = { SHMQ_SPILL_DIRNAME, topic, pname };
+
+	snprintf(pname, sizeof(pname), "%u", part);
+	return shmq__spill_open_dir(dir, comp, 3, create, mode);
 }
 
 static int cmp_u64(const void *a, const void *b)

@@ -160,6 +160,16 @@ int shmq__spill_frame_check(const void *buf, size_t avail, uint64_t offset,
  */
 struct shmq_spill_log;
 
+/*
+ * Open the directory dir/comp[0]/.../comp[n-1] without following a symbolic
+ * link below dir, creating what is missing when create (mode's read and
+ * write bits, with the matching x bits) and fsyncing the parent of each
+ * directory created, so that the new entry survives a power loss.  Returns
+ * a directory fd or -errno (detail set).
+ */
+int shmq__spill_open_dir(const char *dir, const char *const *comp, int n,
+			 bool create, uint32_t mode);
+
 /* Zero means the default in every field. */
 struct shmq_spill_opts {
 	uint64_t topic_id;	 /* written in headers; files with another
