@@ -621,12 +621,11 @@ int shmq__ring_take(struct shmq_map *m, uint32_t part, uint32_t g,
 			v->pos = x;
 			return SHMQ_TAKE_DISK;
 		}
+		if (x & (SHMQ_FRAME_ALIGN - 1))
+			return SHMQ_ECORRUPT; /* no frame starts there */
 		seal = ck_pr_load_64(&((const struct shmq_frame *)(ring + (x & m->mask)))->seal);
-		if ((seal & ~SHMQ_SEAL_FLAGS) != x || !(seal & SHMQ_SEAL_COMMITTED)) {
-			if (x & (SHMQ_FRAME_ALIGN - 1))
-				return SHMQ_ECORRUPT;
+		if ((seal & ~SHMQ_SEAL_FLAGS) != x || !(seal & SHMQ_SEAL_COMMITTED))
 			return -EAGAIN;
-		}
 		ck_pr_store_64(hold, x);
 		rc = shmq__frame_decode(ring, cap, x, max_frame, v);
 		if (rc == SHMQ_FRAME_PENDING) {
