@@ -223,10 +223,13 @@ struct shmq_group_partition_stat {
 	uint64_t committed; /* last committed offset (next to process) */
 	uint64_t lag_bytes; /* partition next_offset - group next */
 	int on_disk;	    /* 1: next is no longer in the ring; read from disk */
+	uint32_t owner_pid; /* PARTITIONED: the owning member's pid, 0 = none */
 };
 
 struct shmq_group_stat {
 	char name[SHMQ_NAME_MAX + 1];
+	int mode;	  /* enum shmq_group_mode */
+	uint32_t generation; /* PARTITIONED: bumped by every rebalance */
 	uint32_t members; /* live consumer handles in the group */
 	struct shmq_group_partition_stat *partitions; /* [partition_count] */
 };
@@ -376,11 +379,46 @@ enum shmq_from {
 	SHMQ_FROM_OFFSET = 3,	 /* opts.offset, in every partition */
 };
 
+/*
+ * How the members of a group share the work, chosen by the member that
+ * creates the group and kept by the group (a later member asking for the
+ * other mode gets -EINVAL).
+ *
+ * SHARED (competing consumers, a work queue): every member takes the next
+ * message of any partition from the group's atomic cursor; each message
+ * goes to one member; a partition's messages may be processed by several
+ * members at once.
+ *
+ * PARTITIONED (Kafka's consumer groups): each partition is owned by exactly
+ * one live member, which alone takes its messages, in order.  Partitions are
+ * rebalanced when a member joins, leaves or dies (shmqd notices a death in
+ * milliseconds): partition p goes to the (p mod n)-th live member in slot
+ * order.  A member learns of a rebalance at its next poll (and through
+ * on_rebalance).  A partition taken from a live member is handed over once
+ * that member has released what it holds of it, and the new owner goes on
+ * from the group's position; one taken from a dead member is handed over
+ * at the group's committed offset, so what the dead member took but did not
+ * commit is delivered again (at least once).
+ */
+enum shmq_group_mode {
+	SHMQ_GROUP_DEFAULT = 0,	    /* the group's mode; SHARED for a new group */
+	SHMQ_GROUP_SHARED = 1,
+	SHMQ_GROUP_PARTITIONED = 2,
+};
+
 struct shmq_consumer_opts {
 	size_t size;	/* sizeof(struct shmq_consumer_opts) */
 	int from;	/* enum shmq_from; applies when the group has no live member */
 	uint64_t offset; /* with SHMQ_FROM_OFFSET */
 	unsigned flags; /* SHMQ_CONSUMER_BUSY_POLL: spin, never sleep */
+	int mode;	/* enum shmq_group_mode, for a group this member creates */
+	/*
+	 * PARTITIONED: called from shmq_consumer_poll() (in the polling
+	 * thread) when this member's partitions change, with the new set.
+	 * May be NULL.  parts is valid during the call only.
+	 */
+	void (*on_rebalance)(void *arg, const uint32_t *parts, uint32_t n);
+	void *on_rebalance_arg;
 };
 #define SHMQ_CONSUMER_BUSY_POLL 0x1u
 #define SHMQ_CONSUMER_OPTS_INIT                                                \
@@ -434,6 +472,14 @@ struct shmq_msg {
  */
 SHMQ_API int shmq_consumer_poll(shmq_consumer_t *consumer,
 				struct shmq_msg *msg, int timeout_ms);
+
+/*
+ * The partitions this member owns (PARTITIONED groups; every partition for
+ * SHARED), as of its last poll: up to max of them into parts.  Returns how
+ * many it owns (which may exceed max).
+ */
+SHMQ_API int shmq_consumer_assignment(shmq_consumer_t *consumer,
+				      uint32_t *parts, uint32_t max);
 
 /* Release the held message, if any.  Never blocks. */
 SHMQ_API void shmq_consumer_release(shmq_consumer_t *consumer);

@@ -405,6 +405,9 @@ int shmq_topic_stat(shmq_client_t *c, const char *name,
 			continue;
 		memcpy(out_g->name, gs->name, SHMQ_NAME_MAX);
 		out_g->name[SHMQ_NAME_MAX] = 0;
+		out_g->mode = ck_pr_load_32(&gs->mode) == SHMQ_GROUP_PARTITIONED ?
+			SHMQ_GROUP_PARTITIONED : SHMQ_GROUP_SHARED;
+		out_g->generation = ck_pr_load_32(&gs->generation);
 		for (i = 0; i < SHMQ_MAX_MEMBERS; i++) {
 			struct shmq_member_slot *ms = shmq__member_slot(mp, i);
 
@@ -425,6 +428,12 @@ int shmq_topic_stat(shmq_client_t *c, const char *name,
 			gp->committed = ck_pr_load_64(&cur->committed);
 			gp->lag_bytes = st->partitions[p].next_offset - gp->next;
 			gp->on_disk = (int64_t)(gp->next - st->partitions[p].first_offset) < 0;
+			if (out_g->mode == SHMQ_GROUP_PARTITIONED) {
+				uint32_t o = ck_pr_load_32(&cur->owner) & ~SHMQ_OWNER_PENDING;
+
+				if (o < SHMQ_MAX_MEMBERS)
+					gp->owner_pid = ck_pr_load_32(&shmq__member_slot(mp, o)->owner.pid);
+			}
 			if (gp->lag_bytes > mp->geo.ring_bytes &&
 			    mp->geo.spill_mode == SHMQ_SPILL_OFF)
 				st->partitions[p].error = SHMQ_ECORRUPT;

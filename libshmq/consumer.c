@@ -58,6 +58,14 @@ struct shmq_consumer {
 	uint64_t *bad_at;
 	uint64_t disk_reads; /* messages delivered from spill files */
 	uint32_t disk_waits; /* see disk_take */
+	/* PARTITIONED groups (group.c): what this member owns. */
+	bool partitioned;
+	uint32_t gen_seen;  /* the group generation owned[] reflects */
+	uint8_t *owned;	    /* per partition */
+	uint32_t *assigned; /* the owned partitions, for on_rebalance */
+	uint32_t nassigned;
+	void (*on_rebalance)(void *arg, const uint32_t *parts, uint32_t n);
+	void *on_rebalance_arg;
 };
 
 uint64_t shmq__consumer_disk_reads(const shmq_consumer_t *c)
@@ -75,6 +83,8 @@ static void free_readers(struct shmq_consumer *c)
 	free(c->readers);
 	free(c->bad_at);
 	free(c->broken);
+	free(c->owned);
+	free(c->assigned);
 }
 
 static int take_member_slot(struct shmq_map *m, uint32_t *index)
@@ -112,7 +122,7 @@ static void free_member_slot(struct shmq_map *m, uint32_t i)
 
 /* Find group `name`, or create it with every cursor at head.  Under lock. */
 static int find_or_create_group(struct shmq_map *m, const char *name,
-				uint32_t *out, bool *created)
+				int mode, uint32_t *out, bool *created)
 {
 	uint32_t g, free_g = UINT32_MAX, p;
 
@@ -125,6 +135,15 @@ static int find_or_create_group(struct shmq_map *m, const char *name,
 			continue;
 		}
 		if (strncmp(gs->name, name, sizeof(gs->name)) == 0) {
+			uint32_t has = ck_pr_load_32(&gs->mode);
+
+			if (has == 0)
+				has = SHMQ_GROUP_SHARED;
+			if (mode != SHMQ_GROUP_DEFAULT && (uint32_t)mode != has)
+				return shmq__fail(-EINVAL, "group %s of topic %s is %s, not %s",
+						  name, m->name,
+						  has == SHMQ_GROUP_PARTITIONED ? "partitioned" : "shared",
+						  mode == SHMQ_GROUP_PARTITIONED ? "partitioned" : "shared");
 			*out = g;
 			*created = false;
 			return 0;
@@ -139,13 +158,17 @@ static int find_or_create_group(struct shmq_map *m, const char *name,
 
 		memset(gs->name, 0, sizeof(gs->name));
 		strncpy(gs->name, name, SHMQ_NAME_MAX);
-		gs->mode = 0;
+		gs->mode = mode == SHMQ_GROUP_PARTITIONED ? SHMQ_GROUP_PARTITIONED :
+			SHMQ_GROUP_SHARED;
+		gs->generation = 0;
 		gs->created_ns = shmq__now_ns();
 		for (p = 0; p < m->geo.partitions; p++) {
 			struct shmq_part_header *ph = shmq__part(m, p);
 
 			ck_pr_store_64(&ph->cursor[g].next, SHMQ_POS_NONE);
 			ck_pr_store_64(&ph->cursor[g].committed, 0);
+			ck_pr_store_32(&ph->cursor[g].owner, SHMQ_OWNER_NONE);
+			ck_pr_store_32(&ph->cursor[g].prev, SHMQ_OWNER_NONE);
 		}
 		/* Name and cursors before the state that makes producers look. */
 		ck_pr_fence_store();
@@ -223,7 +246,7 @@ int shmq_consumer_open(shmq_client_t *client, const char *topic,
 		       shmq_consumer_t **out)
 {
 	struct shmq_consumer *c;
-	int from = SHMQ_FROM_COMMITTED, rc;
+	int from = SHMQ_FROM_COMMITTED, mode = SHMQ_GROUP_DEFAULT, rc;
 	uint64_t offset = 0;
 	bool created = false, locked = false;
 
@@ -247,6 +270,16 @@ int shmq_consumer_open(shmq_client_t *client, const char *topic,
 	c->member = UINT32_MAX;
 	if (OPT_HAS(opts, flags))
 		c->flags = opts->flags;
+	if (OPT_HAS(opts, mode))
+		mode = opts->mode;
+	if (OPT_HAS(opts, on_rebalance_arg)) {
+		c->on_rebalance = opts->on_rebalance;
+		c->on_rebalance_arg = opts->on_rebalance_arg;
+	}
+	if (mode < SHMQ_GROUP_DEFAULT || mode > SHMQ_GROUP_PARTITIONED) {
+		rc = shmq__fail(-EINVAL, "bad group mode %d", mode);
+		goto fail;
+	}
 	c->client = client;
 	rc = shmq__topic_get(client, topic, &c->map);
 	if (rc)
@@ -254,7 +287,9 @@ int shmq_consumer_open(shmq_client_t *client, const char *topic,
 	c->broken = calloc(c->map->geo.partitions, 1);
 	c->readers = calloc(c->map->geo.partitions, sizeof(*c->readers));
 	c->bad_at = malloc(c->map->geo.partitions * sizeof(*c->bad_at));
-	if (!c->broken || !c->readers || !c->bad_at) {
+	c->owned = calloc(c->map->geo.partitions, 1);
+	c->assigned = calloc(c->map->geo.partitions, sizeof(*c->assigned));
+	if (!c->broken || !c->readers || !c->bad_at || !c->owned || !c->assigned) {
 		rc = -ENOMEM;
 		goto fail;
 	}
@@ -269,7 +304,7 @@ int shmq_consumer_open(shmq_client_t *client, const char *topic,
 	if (rc)
 		goto fail;
 	locked = true;
-	rc = find_or_create_group(c->map, group, &c->group, &created);
+	rc = find_or_create_group(c->map, group, mode, &c->group, &created);
 	if (rc)
 		goto fail;
 	if (created || !group_has_live_member(c->map, c->group, c->member)) {
@@ -282,6 +317,13 @@ int shmq_consumer_open(shmq_client_t *client, const char *topic,
 		}
 	}
 	ck_pr_store_32(&c->slot->group, c->group);
+	c->partitioned = ck_pr_load_32(&shmq__group(c->map, c->group)->mode) ==
+			 SHMQ_GROUP_PARTITIONED;
+	if (c->partitioned) {
+		/* A new member: the group's partitions are dealt again. */
+		shmq__group_rebalance(c->map, c->group, UINT32_MAX);
+		c->gen_seen = ck_pr_load_32(&shmq__group(c->map, c->group)->generation) - 1;
+	}
 	shmq__seg_unlock(c->map);
 	*out = c;
 	return 0;
@@ -309,7 +351,14 @@ void shmq_consumer_close(shmq_consumer_t *c)
 	if (!c)
 		return;
 	shmq_consumer_release(c);
-	free_member_slot(c->map, c->member);
+	if (c->partitioned && shmq__seg_lock(c->map) == 0) {
+		/* Our partitions go to the others now (see group.c). */
+		free_member_slot(c->map, c->member);
+		shmq__group_rebalance(c->map, c->group, c->member);
+		shmq__seg_unlock(c->map);
+	} else {
+		free_member_slot(c->map, c->member);
+	}
 	free_readers(c);
 	shmq__topic_put(c->client, c->map);
 	free(c);
@@ -411,6 +460,63 @@ moved:
 			  m->name, p, (unsigned long long)x, (unsigned long long)next);
 }
 
+/*
+ * PARTITIONED: when the group's generation moved, learn which partitions
+ * are ours now, let go of those handed to others (we hold nothing of them:
+ * poll released our last message), and tell the application.
+ */
+static void refresh_assignment(struct shmq_consumer *c)
+{
+	struct shmq_map *m = c->map;
+	uint32_t gen = ck_pr_load_32(&shmq__group(m, c->group)->generation);
+	uint32_t p, n = 0;
+	bool changed = false, locked = false;
+
+	if (gen == c->gen_seen)
+		return;
+	ck_pr_fence_load(); /* the generation before the owners (group.c) */
+	for (p = 0; p < m->geo.partitions; p++) {
+		struct shmq_cursor *cur = &shmq__part(m, p)->cursor[c->group];
+		uint32_t owner = ck_pr_load_32(&cur->owner);
+		bool mine = (owner & ~SHMQ_OWNER_PENDING) == c->member;
+
+		if ((owner & SHMQ_OWNER_PENDING) &&
+		    ck_pr_load_32(&cur->prev) == c->member) {
+			if (!locked && shmq__seg_lock(m) == 0)
+				locked = true;
+			if (locked)
+				shmq__group_let_go(m, p, c->group, c->member);
+		}
+		if (mine != (bool)c->owned[p])
+			changed = true;
+		c->owned[p] = mine;
+		if (mine)
+			c->assigned[n++] = p;
+	}
+	if (locked)
+		shmq__seg_unlock(m);
+	c->nassigned = n;
+	c->gen_seen = gen;
+	if (changed && c->on_rebalance)
+		c->on_rebalance(c->on_rebalance_arg, c->assigned, n);
+}
+
+int shmq_consumer_assignment(shmq_consumer_t *c, uint32_t *parts, uint32_t max)
+{
+	uint32_t p, n = 0;
+
+	if (!c)
+		return -EINVAL;
+	for (p = 0; p < c->map->geo.partitions; p++) {
+		if (c->partitioned && !c->owned[p])
+			continue;
+		if (n < max && parts)
+			parts[n] = p;
+		n++;
+	}
+	return (int)n;
+}
+
 /* One look at every partition, starting after the last one served. */
 static int try_all(struct shmq_consumer *c, struct shmq_msg *msg)
 {
@@ -427,6 +533,15 @@ static int try_all(struct shmq_consumer *c, struct shmq_msg *msg)
 
 		if (c->broken[p])
 			continue;
+		if (c->partitioned) {
+			/*
+			 * Ours, with no hand-over pending?  Read right before
+			 * the take: a rebalance we have not seen stops us here.
+			 */
+			if (!c->owned[p] ||
+			    ck_pr_load_32(&shmq__part(m, p)->cursor[c->group].owner) != c->member)
+				continue;
+		}
 again:
 		rc = shmq__ring_take(m, p, c->group, c->member, &v);
 		if (rc == SHMQ_TAKE_DISK || rc == SHMQ_TAKE_DISK_TAKEN) {
@@ -485,6 +600,8 @@ int shmq_consumer_poll(shmq_consumer_t *c, struct shmq_msg *msg, int timeout_ms)
 	hdr = c->map->hdr;
 	busy = c->flags & SHMQ_CONSUMER_BUSY_POLL;
 	for (;;) {
+		if (c->partitioned)
+			refresh_assignment(c);
 		rc = try_all(c, msg);
 		if (rc != -EAGAIN)
 			return rc;

@@ -58,7 +58,7 @@
 
 #include "shmq.h"
 
-#define SHMQ_LAYOUT_VERSION 2u
+#define SHMQ_LAYOUT_VERSION 3u
 #define SHMQ_SEG_MAGIC	    0x31676573716d6873ull /* "shmqseg1" */
 #define SHMQ_SEG_READY	    0x59444145u		  /* "EADY" */
 
@@ -149,10 +149,12 @@ enum shmq_group_state { SHMQ_GROUP_FREE = 0, SHMQ_GROUP_ACTIVE = 1 };
 
 struct shmq_group_slot {
 	uint32_t state; /* enum shmq_group_state; ACTIVE stored last */
-	uint32_t mode;	/* reserved for group modes, 0 = shared */
+	uint32_t mode;	/* enum shmq_group_mode; 0 (old groups) is SHARED */
 	uint64_t created_ns;
 	char name[SHMQ_NAME_MAX + 8];
-	uint8_t reserved[128 - 16 - (SHMQ_NAME_MAX + 8)];
+	uint32_t generation; /* PARTITIONED: bumped after each rebalance */
+	uint32_t reserved0;
+	uint8_t reserved[128 - 24 - (SHMQ_NAME_MAX + 8)];
 };
 _Static_assert(sizeof(struct shmq_group_slot) == 128, "group slot");
 
@@ -186,11 +188,21 @@ struct shmq_member_slot {
 };
 _Static_assert(sizeof(struct shmq_member_slot) == 64, "member slot");
 
+/*
+ * Owner of a partition in a PARTITIONED group: a member slot index, or
+ * NONE; with PENDING, the owner waits until the previous owner (prev) has
+ * let go (see group.c).
+ */
+#define SHMQ_OWNER_NONE	   0x7fffffffu
+#define SHMQ_OWNER_PENDING 0x80000000u
+
 /* A group's position in one partition.  Written by the group's members. */
 struct shmq_cursor {
 	uint64_t next;	    /* next position to hand out (members CAS it) */
 	uint64_t committed; /* committed position */
-	uint8_t reserved[SHMQ_CACHELINE - 16];
+	uint32_t owner;	    /* PARTITIONED: SHMQ_OWNER_* or a member index */
+	uint32_t prev;	    /* PARTITIONED: the owner before, while PENDING */
+	uint8_t reserved[SHMQ_CACHELINE - 24];
 };
 _Static_assert(sizeof(struct shmq_cursor) == SHMQ_CACHELINE, "cursor");
 

@@ -52,6 +52,11 @@
 
 /* Idle slots are checked for dead owners once every SLOW_PASSES passes. */
 #define SLOW_PASSES 20
+/*
+ * Members are checked every MEMBER_PASSES passes (20 ms at the default 5 ms
+ * interval): a partitioned group rebalances after a death within that.
+ */
+#define MEMBER_PASSES 4
 
 static bool pos_before(uint64_t a, uint64_t b)
 {
@@ -180,9 +185,10 @@ static bool revoke(struct shmq_map *m, struct shmq_producer_slot *s,
 void shmq__reap_topic(struct shmq_map *m, struct shmq_reap_state *st,
 		      uint64_t now_ns, struct shmq_reap_stats *stats)
 {
-	bool slow = (st->passes++ % SLOW_PASSES) == 0;
+	bool slow = (st->passes % SLOW_PASSES) == 0;
+	bool members = (st->passes % MEMBER_PASSES) == 0;
 	bool woke = false;
-	uint32_t i;
+	uint32_t i, g;
 
 	for (i = 0; i < SHMQ_MAX_PRODUCERS; i++) {
 		struct shmq_producer_slot *s = shmq__producer_slot(m, i);
@@ -260,15 +266,26 @@ void shmq__reap_topic(struct shmq_map *m, struct shmq_reap_state *st,
 		struct shmq_owner o;
 
 		o.pid = ck_pr_load_32(&s->owner.pid);
-		if (!o.pid || !slow)
+		if (!o.pid || !members)
 			continue;
 		o.start_ticks = ck_pr_load_64(&s->owner.start_ticks);
 		if (shmq__owner_alive(&o))
 			continue;
-		free_member_slot(m, i);
+		g = ck_pr_load_32(&s->group);
+		if (g < SHMQ_MAX_GROUPS &&
+		    ck_pr_load_32(&shmq__group(m, g)->mode) == SHMQ_GROUP_PARTITIONED &&
+		    shmq__seg_lock(m) == 0) {
+			/* Its partitions go to the live members (group.c). */
+			free_member_slot(m, i);
+			shmq__group_rebalance(m, g, i);
+			shmq__seg_unlock(m);
+		} else {
+			free_member_slot(m, i);
+		}
 		stats->dead_members++;
 		woke = true;
 	}
+	st->passes++;
 	if (woke)
 		wake_all(m);
 }

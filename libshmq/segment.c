@@ -209,6 +209,7 @@ uint64_t shmq__layout_signature(void)
 	SIG_FIELD(shmq_group_slot, mode);
 	SIG_FIELD(shmq_group_slot, created_ns);
 	SIG_FIELD(shmq_group_slot, name);
+	SIG_FIELD(shmq_group_slot, generation);
 
 	SIG(sizeof(struct shmq_owner));
 	SIG_FIELD(shmq_owner, pid);
@@ -228,6 +229,8 @@ uint64_t shmq__layout_signature(void)
 	SIG(sizeof(struct shmq_cursor));
 	SIG_FIELD(shmq_cursor, next);
 	SIG_FIELD(shmq_cursor, committed);
+	SIG_FIELD(shmq_cursor, owner);
+	SIG_FIELD(shmq_cursor, prev);
 
 	SIG(sizeof(struct shmq_part_header));
 	SIG_FIELD(shmq_part_header, head);
@@ -568,6 +571,8 @@ static void init_segment(uint8_t *base, uint64_t bytes, const char *topic,
 		for (j = 0; j < SHMQ_MAX_GROUPS; j++) {
 			ph->cursor[j].next = start;
 			ph->cursor[j].committed = start;
+			ph->cursor[j].owner = SHMQ_OWNER_NONE;
+			ph->cursor[j].prev = SHMQ_OWNER_NONE;
 		}
 		for (j = 0; j < SHMQ_MAX_MEMBERS; j++)
 			ph->hold[j] = SHMQ_POS_NONE;

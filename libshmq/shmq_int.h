@@ -375,6 +375,25 @@ int shmq__seg_lock(struct shmq_map *m);
 void shmq__seg_unlock(struct shmq_map *m);
 
 /* ------------------------------------------------------------------------
+ * group.c: partition ownership in PARTITIONED groups
+ */
+
+/*
+ * Recompute group g's owners from its live members, leaving out member
+ * `gone` (one that is leaving; UINT32_MAX for none), and bump its
+ * generation.  No-op for SHARED groups.  Under the registration mutex.
+ */
+void shmq__group_rebalance(struct shmq_map *m, uint32_t g, uint32_t gone);
+
+/*
+ * member, the previous owner of partition p, lets go of it (it holds
+ * nothing of p any more): clear the new owner's PENDING.  Returns whether
+ * there was anything to let go.  Under the registration mutex.
+ */
+bool shmq__group_let_go(struct shmq_map *m, uint32_t p, uint32_t g,
+			uint32_t member);
+
+/* ------------------------------------------------------------------------
  * reap.c: recovery from dead and stalled processes (shmqd)
  */
 
