@@ -67,6 +67,7 @@ enum {
 	OPT_SPILL,
 	OPT_RETAIN_BYTES,
 	OPT_RETAIN_MS,
+	OPT_MODE_GROUP,
 	OPT_KEY,
 	OPT_PARTITION,
 	OPT_TIMEOUT,
@@ -675,7 +676,7 @@ static void fmt_size(char *buf, size_t n, uint64_t v)
 static int print_topic_stat(const struct shmq_topic_stat *st)
 {
 	struct table parts = { .align = "rrrrrrrl", .cols = 8 };
-	struct table groups = { .align = "lrrrrrl", .cols = 7 };
+	struct table groups = { .align = "lrrrrrlr", .cols = 8 };
 	char ring[32], maxmsg[32], numa[16];
 	const char *policy;
 	uint32_t p, g;
@@ -746,6 +747,7 @@ static int print_topic_stat(const struct shmq_topic_stat *st)
 	cell(&groups, 4, "NEXT");
 	cell(&groups, 5, "LAG");
 	cell(&groups, 6, "READS");
+	cell(&groups, 7, "OWNER");
 	for (g = 0; g < st->group_count; g++) {
 		const struct shmq_group_stat *gs = &st->groups[g];
 
@@ -766,6 +768,10 @@ static int print_topic_stat(const struct shmq_topic_stat *st)
 			cell(&groups, 4, "%" PRIu64, gp->next);
 			cell(&groups, 5, "%" PRIu64, gp->lag_bytes);
 			cell(&groups, 6, "%s", gp->on_disk ? "disk" : "ring");
+			if (gs->mode == SHMQ_GROUP_PARTITIONED)
+				cell(&groups, 7, "%" PRIu32, gp->owner_pid);
+			else
+				cell(&groups, 7, "shared");
 		}
 	}
 	print_table(&groups, "  ");
@@ -1043,6 +1049,7 @@ static int cmd_consume(const struct command *cmd, int argc, char **argv)
 		{ "help", no_argument, NULL, OPT_HELP },
 		{ "group", required_argument, NULL, OPT_GROUP },
 		{ "from", required_argument, NULL, OPT_FROM },
+		{ "mode", required_argument, NULL, OPT_MODE_GROUP },
 		{ "count", required_argument, NULL, OPT_COUNT },
 		{ "timeout", required_argument, NULL, OPT_TIMEOUT },
 		{ "print-offsets", no_argument, NULL, OPT_PRINT_OFFSETS },
@@ -1089,6 +1096,15 @@ static int cmd_consume(const struct command *cmd, int argc, char **argv)
 				return usage_error(cmd, "--from: '%s' is not earliest, latest, committed, an offset or a time (@SECONDS or YYYY-MM-DDTHH:MM:SS[Z])",
 						   optarg);
 			}
+			break;
+		case OPT_MODE_GROUP:
+			if (!strcmp(optarg, "shared"))
+				co.mode = SHMQ_GROUP_SHARED;
+			else if (!strcmp(optarg, "partitioned"))
+				co.mode = SHMQ_GROUP_PARTITIONED;
+			else
+				return usage_error(cmd, "--mode: '%s' is neither 'shared' nor 'partitioned'",
+						   optarg);
 			break;
 		case OPT_COUNT:
 			if (!parse_u64_range(optarg, 1, UINT64_MAX, &count))
@@ -1227,13 +1243,15 @@ static const struct command commands[] = {
 	  "  --timeout MS     how long to wait for room in a full ring (-1: for ever)\n"
 	  "Prints nothing on success; stops at the first failed send.\n" },
 	{ "consume", cmd_consume,
-	  "consume TOPIC --group G [--from earliest|latest|committed|OFFSET]\n"
-	  "          [--count N] [--timeout MS] [--print-offsets]",
+	  "consume TOPIC --group G [--from earliest|latest|committed|OFFSET|TIME]\n"
+	  "          [--mode shared|partitioned] [--count N] [--timeout MS] [--print-offsets]",
 	  "Print each message's value on its own line, as a member of group G.\n"
 	  "  --from WHERE     where a group with no live member starts (default committed);\n"
 	  "                   an OFFSET (as --print-offsets shows) applies to every partition;\n"
 	  "                   a time, @SECONDS or YYYY-MM-DDTHH:MM:SS[Z] (UTC), moves the\n"
 	  "                   group to the first message at or after it, on disk or in the ring\n"
+	  "  --mode M         for a new group: shared (each message to one member, the\n"
+	  "                   default) or partitioned (each partition to one member)\n"
 	  "  --count N        exit after N messages\n"
 	  "  --timeout MS     exit when no message came for MS milliseconds (default never)\n"
 	  "  --print-offsets  prefix each value with PARTITION<tab>OFFSET<tab>\n"
