@@ -419,6 +419,15 @@ struct shmq_consumer_opts {
 	 */
 	void (*on_rebalance)(void *arg, const uint32_t *parts, uint32_t n);
 	void *on_rebalance_arg;
+	/*
+	 * Commit automatically (as shmq_consumer_commit) from
+	 * shmq_consumer_poll() at most this often, and at close; 0 = only
+	 * when the application commits.  What a poll returned is committed
+	 * only once released (by the next poll or shmq_consumer_release), so
+	 * with auto-commit a message is committed after it was processed:
+	 * at least once.
+	 */
+	uint32_t auto_commit_ms;
 };
 #define SHMQ_CONSUMER_BUSY_POLL 0x1u
 #define SHMQ_CONSUMER_OPTS_INIT                                                \

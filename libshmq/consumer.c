@@ -66,6 +66,8 @@ struct shmq_consumer {
 	uint32_t nassigned;
 	void (*on_rebalance)(void *arg, const uint32_t *parts, uint32_t n);
 	void *on_rebalance_arg;
+	uint64_t auto_commit_ns; /* 0: off */
+	uint64_t next_commit_ns;
 };
 
 uint64_t shmq__consumer_disk_reads(const shmq_consumer_t *c)
@@ -276,6 +278,8 @@ int shmq_consumer_open(shmq_client_t *client, const char *topic,
 		c->on_rebalance = opts->on_rebalance;
 		c->on_rebalance_arg = opts->on_rebalance_arg;
 	}
+	if (OPT_HAS(opts, auto_commit_ms) && opts->auto_commit_ms)
+		c->auto_commit_ns = (uint64_t)opts->auto_commit_ms * 1000000;
 	if (mode < SHMQ_GROUP_DEFAULT || mode > SHMQ_GROUP_PARTITIONED) {
 		rc = shmq__fail(-EINVAL, "bad group mode %d", mode);
 		goto fail;
@@ -351,6 +355,8 @@ void shmq_consumer_close(shmq_consumer_t *c)
 	if (!c)
 		return;
 	shmq_consumer_release(c);
+	if (c->auto_commit_ns)
+		shmq_consumer_commit(c);
 	if (c->partitioned && shmq__seg_lock(c->map) == 0) {
 		/* Our partitions go to the others now (see group.c). */
 		free_member_slot(c->map, c->member);
@@ -597,6 +603,13 @@ int shmq_consumer_poll(shmq_consumer_t *c, struct shmq_msg *msg, int timeout_ms)
 	if (!c || !msg)
 		return -EINVAL;
 	shmq_consumer_release(c);
+	if (c->auto_commit_ns) {
+		now = shmq__mono_ns();
+		if (now >= c->next_commit_ns) {
+			shmq_consumer_commit(c);
+			c->next_commit_ns = now + c->auto_commit_ns;
+		}
+	}
 	hdr = c->map->hdr;
 	busy = c->flags & SHMQ_CONSUMER_BUSY_POLL;
 	for (;;) {

@@ -87,7 +87,7 @@ int main(void)
 	int rc, i, na, nb, seen[200];
 
 	tu_init(60);
-	plan(18);
+	plan(21);
 	tu_make_dir("group", dir, sizeof dir);
 	d = tu_shmqd_start(dir, NULL);
 	if (shmq_open(dir, NULL, &cl))
@@ -164,6 +164,23 @@ int main(void)
 	expect_seq(c, 0, 35, 0, "another group sees the stream from the start");
 	expect_range(c, 100, 300, "... and every message the shared group split");
 	shmq_consumer_close(c);
+
+	/* Auto-commit: what was released is committed, also at close. */
+	{
+		struct shmq_consumer_opts o = SHMQ_CONSUMER_OPTS_INIT;
+		shmq_consumer_t *ac;
+
+		o.from = SHMQ_FROM_EARLIEST;
+		o.auto_commit_ms = 1;
+		if (shmq_consumer_open(cl, TOPIC, "auto", &o, &ac))
+			bail("auto: %s", shmq_errdetail());
+		expect_seq(ac, 0, 12, 0, "auto-commit: a member reads 12 messages");
+		shmq_consumer_close(ac);
+		ac = open_group("auto", SHMQ_FROM_COMMITTED, 0);
+		expect_seq(ac, 12, 20, 0, "auto-commit: the next member resumes after them");
+		shmq_consumer_close(ac);
+		is_int(shmq_group_delete(cl, TOPIC, "auto"), 0, "delete group auto");
+	}
 
 	/* Delete refuses a live group, frees the ring of an abandoned one. */
 	is_int(shmq_group_delete(cl, TOPIC, "shared"), -EBUSY, "delete of a group with live members: -EBUSY");
