@@ -226,11 +226,18 @@ struct shmq_group_partition_stat {
 	uint32_t owner_pid; /* PARTITIONED: the owning member's pid, 0 = none */
 };
 
+struct shmq_member_stat {
+	uint32_t pid;
+	uint32_t partitions; /* PARTITIONED: how many it owns */
+	uint32_t in_flight;  /* messages it holds (taken, not yet released) */
+};
+
 struct shmq_group_stat {
 	char name[SHMQ_NAME_MAX + 1];
 	int mode;	  /* enum shmq_group_mode */
 	uint32_t generation; /* PARTITIONED: bumped by every rebalance */
-	uint32_t members; /* live consumer handles in the group */
+	uint32_t members; /* consumer handles in the group */
+	struct shmq_member_stat *member; /* [members] */
 	struct shmq_group_partition_stat *partitions; /* [partition_count] */
 };
 

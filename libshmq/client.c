@@ -313,8 +313,10 @@ void shmq_topic_stat_free(struct shmq_topic_stat *st)
 
 	if (!st)
 		return;
-	for (g = 0; g < st->group_count; g++)
+	for (g = 0; g < st->group_count; g++) {
 		free(st->groups[g].partitions);
+		free(st->groups[g].member);
+	}
 	free(st->groups);
 	free(st->partitions);
 	free(st);
@@ -408,16 +410,31 @@ int shmq_topic_stat(shmq_client_t *c, const char *name,
 		out_g->mode = ck_pr_load_32(&gs->mode) == SHMQ_GROUP_PARTITIONED ?
 			SHMQ_GROUP_PARTITIONED : SHMQ_GROUP_SHARED;
 		out_g->generation = ck_pr_load_32(&gs->generation);
+		out_g->partitions = calloc(mp->geo.partitions, sizeof(*out_g->partitions));
+		out_g->member = calloc(SHMQ_MAX_MEMBERS, sizeof(*out_g->member));
+		if (!out_g->partitions || !out_g->member) {
+			free(out_g->partitions);
+			free(out_g->member);
+			goto nomem;
+		}
 		for (i = 0; i < SHMQ_MAX_MEMBERS; i++) {
 			struct shmq_member_slot *ms = shmq__member_slot(mp, i);
+			struct shmq_member_stat *mst = &out_g->member[out_g->members];
+			uint32_t pid = ck_pr_load_32(&ms->owner.pid);
 
-			if (ck_pr_load_32(&ms->owner.pid) &&
-			    ck_pr_load_32(&ms->group) == g)
-				out_g->members++;
+			if (!pid || ck_pr_load_32(&ms->group) != g)
+				continue;
+			mst->pid = pid;
+			for (p = 0; p < mp->geo.partitions; p++) {
+				struct shmq_part_header *ph = shmq__part(mp, p);
+
+				if (ck_pr_load_64(&ph->hold[i]) != SHMQ_POS_NONE)
+					mst->in_flight++;
+				if ((ck_pr_load_32(&ph->cursor[g].owner) & ~SHMQ_OWNER_PENDING) == i)
+					mst->partitions++;
+			}
+			out_g->members++;
 		}
-		out_g->partitions = calloc(mp->geo.partitions, sizeof(*out_g->partitions));
-		if (!out_g->partitions)
-			goto nomem;
 		n++;
 		st->group_count = n;
 		for (p = 0; p < mp->geo.partitions; p++) {

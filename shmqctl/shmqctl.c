@@ -809,7 +809,62 @@ static int collect_name(const char *name, void *arg)
 	return 0;
 }
 
-static int stat_one(shmq_client_t *client, const char *topic, bool all)
+/* groups: per group its mode, members (pid, partitions, in flight). */
+static int print_groups(const struct shmq_topic_stat *st)
+{
+	uint32_t g, i, p;
+
+	if (st->group_count == 0) {
+		printf("topic %s: no groups\n", st->name);
+		return 0;
+	}
+	for (g = 0; g < st->group_count; g++) {
+		const struct shmq_group_stat *gs = &st->groups[g];
+		uint64_t lag = 0;
+
+		for (p = 0; p < st->partition_count; p++)
+			lag += gs->partitions[p].lag_bytes;
+		printf("topic %s group %s: %s, %" PRIu32 " member%s, lag %" PRIu64 " bytes",
+		       st->name, gs->name,
+		       gs->mode == SHMQ_GROUP_PARTITIONED ? "partitioned" : "shared",
+		       gs->members, gs->members == 1 ? "" : "s", lag);
+		if (gs->mode == SHMQ_GROUP_PARTITIONED)
+			printf(", generation %" PRIu32, gs->generation);
+		printf("\n");
+		for (i = 0; i < gs->members; i++) {
+			const struct shmq_member_stat *ms = &gs->member[i];
+
+			printf("  member pid %" PRIu32 ": in flight %" PRIu32, ms->pid,
+			       ms->in_flight);
+			if (gs->mode == SHMQ_GROUP_PARTITIONED) {
+				bool first = true;
+
+				printf(", partitions");
+				for (p = 0; p < st->partition_count; p++) {
+					if (gs->partitions[p].owner_pid != ms->pid)
+						continue;
+					printf("%s%" PRIu32, first ? " " : ",", p);
+					first = false;
+				}
+				if (first)
+					printf(" none (waiting for a hand-over)");
+			}
+			printf("\n");
+		}
+		for (p = 0; p < st->partition_count; p++) {
+			const struct shmq_group_partition_stat *gp = &gs->partitions[p];
+
+			printf("  partition %" PRIu32 ": committed %" PRIu64 ", next %" PRIu64
+			       ", lag %" PRIu64 " bytes, reads from %s\n",
+			       p, gp->committed, gp->next, gp->lag_bytes,
+			       gp->on_disk ? "disk" : "ring");
+		}
+	}
+	return 0;
+}
+
+static int stat_one(shmq_client_t *client, const char *topic, bool all,
+		    int (*print)(const struct shmq_topic_stat *))
 {
 	struct shmq_topic_stat *st;
 	int rc;
@@ -820,12 +875,27 @@ static int stat_one(shmq_client_t *client, const char *topic, bool all)
 		return 0;
 	if (rc)
 		return fail(rc, "stat topic %s", topic);
-	rc = print_topic_stat(st);
+	rc = print(st);
 	shmq_topic_stat_free(st);
 	return rc;
 }
 
+static int for_topics(const struct command *cmd, int argc, char **argv,
+		      int (*print)(const struct shmq_topic_stat *));
+
 static int cmd_stat(const struct command *cmd, int argc, char **argv)
+{
+	return for_topics(cmd, argc, argv, print_topic_stat);
+}
+
+static int cmd_groups(const struct command *cmd, int argc, char **argv)
+{
+	return for_topics(cmd, argc, argv, print_groups);
+}
+
+/* stat and groups: one topic, or every topic. */
+static int for_topics(const struct command *cmd, int argc, char **argv,
+		      int (*print)(const struct shmq_topic_stat *))
 {
 	struct name_list l = { 0 };
 	shmq_client_t *client;
@@ -843,7 +913,7 @@ static int cmd_stat(const struct command *cmd, int argc, char **argv)
 	if (rc)
 		return rc;
 	if (topic) {
-		rc = stat_one(client, topic, false);
+		rc = stat_one(client, topic, false, print);
 		goto out;
 	}
 	/* Collect first: the list callback must not call back into shmq. */
@@ -855,7 +925,7 @@ static int cmd_stat(const struct command *cmd, int argc, char **argv)
 	for (i = 0; i < l.n; i++) {
 		if (i)
 			putchar('\n');
-		if (stat_one(client, l.names[i], true))
+		if (stat_one(client, l.names[i], true, print))
 			rc = EXIT_FAILED;
 	}
 out:
@@ -1235,6 +1305,10 @@ static const struct command commands[] = {
 	{ "stat", cmd_stat, "stat [TOPIC]",
 	  "Show the partitions and groups of one topic, or of every topic.\n"
 	  "Offsets and sizes are bytes; LAG is what a group has not yet taken.\n" },
+	{ "groups", cmd_groups, "groups [TOPIC]",
+	  "Show the consumer groups of one topic, or of every topic: mode, members\n"
+	  "(pid, partitions owned, messages in flight), and per partition the\n"
+	  "committed and next offsets, the lag, and whether it reads from ring or disk.\n" },
 	{ "produce", cmd_produce,
 	  "produce TOPIC [--key K] [--partition N] [--timeout MS]",
 	  "Publish each line of stdin, without its newline, as one message.\n"
