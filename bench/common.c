@@ -879,6 +879,12 @@ static int rm_one(const char *path, const struct stat *sb, int type,
 
 void bench_ns_setup(struct bench_ns *ns, const struct bench_opts *o)
 {
+	bench_ns_setup_in(ns, o, NULL);
+}
+
+void bench_ns_setup_in(struct bench_ns *ns, const struct bench_opts *o,
+		       const char *parent)
+{
 	char path[PATH_MAX];
 
 	memset(ns, 0, sizeof(*ns));
@@ -889,8 +895,11 @@ void bench_ns_setup(struct bench_ns *ns, const struct bench_opts *o)
 	} else {
 		const char *tmp = getenv("TMPDIR");
 
-		snprintf(ns->dir, sizeof(ns->dir), "%s/shmq-bench-XXXXXX",
-			 tmp && *tmp ? tmp : "/tmp");
+		if (!parent || !*parent)
+			parent = tmp && *tmp ? tmp : "/tmp";
+		if (snprintf(ns->dir, sizeof(ns->dir), "%s/shmq-bench-XXXXXX",
+			     parent) >= (int)sizeof(ns->dir))
+			bench_die("%s: path too long", parent);
 		if (!mkdtemp(ns->dir))
 			bench_die("mkdtemp %s: %s", ns->dir, strerror(errno));
 		ns->own_dir = true;
@@ -926,13 +935,20 @@ int bench_topic_create(struct bench_ns *ns, const char *name,
 		       uint32_t partitions)
 {
 	struct shmq_topic_opts to = SHMQ_TOPIC_OPTS_INIT;
-	uint64_t deadline = bench_now_ns() + 10 * 1000000000ull;
-	int slot, rc, st;
 
 	to.partitions = partitions;
 	to.ring_bytes = ring_bytes;
 	to.max_message = max_message;
 	to.full_policy = SHMQ_FULL_BLOCK;
+	return bench_topic_create_opts(ns, name, &to);
+}
+
+int bench_topic_create_opts(struct bench_ns *ns, const char *name,
+			    const struct shmq_topic_opts *opts)
+{
+	struct shmq_topic_opts to = *opts;
+	uint64_t deadline = bench_now_ns() + 10 * 1000000000ull;
+	int slot, rc, st;
 
 	for (slot = 0; slot < BENCH_MAX_TOPICS; slot++)
 		if (!g_topics[slot][0])

@@ -205,6 +205,13 @@ struct bench_ns {
  */
 void bench_ns_setup(struct bench_ns *ns, const struct bench_opts *o);
 
+/*
+ * The same, but a directory we make goes under parent (NULL: $TMPDIR or
+ * /tmp): the spill benchmark needs its data directory on a real disk.
+ */
+void bench_ns_setup_in(struct bench_ns *ns, const struct bench_opts *o,
+		       const char *parent);
+
 /* Delete our topics, stop our shmqd, remove our directory, close. */
 void bench_ns_teardown(struct bench_ns *ns);
 
@@ -219,6 +226,9 @@ void bench_ns_teardown(struct bench_ns *ns);
 int bench_topic_create(struct bench_ns *ns, const char *name,
 		       uint64_t ring_bytes, uint32_t max_message,
 		       uint32_t partitions);
+/* The same with every topic option given (spill mode, full policy ...). */
+int bench_topic_create_opts(struct bench_ns *ns, const char *name,
+			    const struct shmq_topic_opts *opts);
 void bench_topic_delete(struct bench_ns *ns, const char *name);
 
 /* Delete every topic of the namespace (--cleanup). */

@@ -9,8 +9,10 @@
 #   plugins built here, so that the Makefile never needs their libraries);
 #   one shmqd on a private namespace for the whole run; the three programs
 #   (latency, throughput, shapes), each of which measures shmq and its
-#   baselines in the same rounds; then the plots and the verdict on every
-#   issue-5 target.
+#   baselines in the same rounds; then bench-spill with a second shmqd on a
+#   namespace of its own on the disk (BENCH_SPILL_DIR, default /var/tmp:
+#   $TMPDIR may be tmpfs, and spilling is about the disk); then the plots
+#   and the verdict on every issue-5 target.
 #
 #   Optional pieces never fail the run.  As root, a missing libzmq3-dev,
 #   libiceoryx-binding-c-dev + iceoryx, or gnuplot-nox is installed with
@@ -19,9 +21,9 @@
 #   iox-roudi when none runs, and stop the one we started (by its pid).
 #
 #   Cleanup, whatever happens (a failed measurement, a watchdog, ^C): the
-#   trap deletes the topics left in the namespace (their shared memory
-#   outlives shmqd otherwise), stops shmqd and our iox-roudi, and removes
-#   the private directory.  Every measured process runs under alarm() and
+#   trap deletes the topics left in the namespaces (their shared memory
+#   outlives shmqd otherwise), stops both shmqd and our iox-roudi, and
+#   removes the private directories (the spill one with its spill files).  Every measured process runs under alarm() and
 #   a coordinator deadline, so nothing here can hang.
 #
 #   Results: the table on stdout; JSON lines (one object per transport and
@@ -31,7 +33,8 @@
 #   bench/results/targets.txt.
 #
 #   Knobs (environment): BENCH_FULL=1, BENCH_RUNS, BENCH_CPUS ("0,1"),
-#   BENCH_TIMEOUT, and the per-program ones (--help of each program).
+#   BENCH_TIMEOUT, BENCH_SPILL_DIR (where the spill namespace goes,
+#   /var/tmp), and the per-program ones (--help of each program).
 set -eu
 
 : "${SHMQ_BUILD:?set SHMQ_BUILD to the build directory (make bench does)}"
@@ -52,7 +55,7 @@ else
 fi
 
 for p in "$SHMQ_BUILD/shmqd" "$bin/bench-latency" "$bin/bench-throughput" \
-	"$bin/bench-shapes"; do
+	"$bin/bench-shapes" "$bin/bench-spill"; do
 	if [ ! -x "$p" ]; then
 		echo "bench: $p is missing; run \`make bench\`" >&2
 		exit 1
@@ -66,6 +69,9 @@ plots=$tmp/plots
 mkdir "$ns" "$plots"
 shmqd_pid=
 roudi_pid=
+# The spill namespace: made, served and removed around bench-spill only.
+spill_ns=
+spill_pid=
 
 is_root() { [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; }
 
@@ -84,16 +90,30 @@ apt_install() {
 	fi
 }
 
-# shmqd in a session of its own when setsid(1) is there: a ^C at the
-# terminal then stops the benchmark, not the daemon that must delete its
-# topics afterwards.
+# start_shmqd DIR LOG: shmqd in a session of its own when setsid(1) is
+# there: a ^C at the terminal then stops the benchmark, not the daemon that
+# must delete its topics afterwards.  Sets started_pid.
 start_shmqd() {
 	if command -v setsid >/dev/null 2>&1; then
-		setsid "$SHMQ_BUILD/shmqd" --dir "$ns" >>"$tmp/shmqd.log" 2>&1 &
+		setsid "$SHMQ_BUILD/shmqd" --dir "$1" >>"$2" 2>&1 &
 	else
-		"$SHMQ_BUILD/shmqd" --dir "$ns" >>"$tmp/shmqd.log" 2>&1 &
+		"$SHMQ_BUILD/shmqd" --dir "$1" >>"$2" 2>&1 &
 	fi
-	shmqd_pid=$!
+	started_pid=$!
+}
+
+# cleanup_ns DIR PIDVAR LOG: delete the topics a killed program left in
+# DIR (a dead shmqd is replaced first: deleting needs one), then stop it.
+cleanup_ns() {
+	eval "cpid=\$$2"
+	if ! kill -0 "$cpid" 2>/dev/null; then
+		wait "$cpid" 2>/dev/null
+		start_shmqd "$1" "$3"
+		cpid=$started_pid
+		eval "$2=\$cpid"
+	fi
+	"$bin/bench-latency" --dir "$1" --cleanup >/dev/null 2>&1 ||
+		echo "bench: could not delete the topics left in $1" >&2
 }
 
 stop_pid() {
@@ -103,8 +123,9 @@ stop_pid() {
 		sleep 0.1
 		i=$((i + 1))
 	done
-	kill -9 "$1" 2>/dev/null
-	wait "$1" 2>/dev/null
+	# Gone already is the usual case; under set -e that must not end us.
+	kill -9 "$1" 2>/dev/null || true
+	wait "$1" 2>/dev/null || true
 }
 
 cleanup() {
@@ -114,20 +135,22 @@ cleanup() {
 	if [ -n "$shmqd_pid" ]; then
 		# Topics a killed program could not delete.  Deleting needs
 		# shmqd; if it died too, a new one adopts the segments first.
-		if [ "$rc" -ne 0 ]; then
-			if ! kill -0 "$shmqd_pid" 2>/dev/null; then
-				wait "$shmqd_pid" 2>/dev/null
-				start_shmqd
-			fi
-			"$bin/bench-latency" --dir "$ns" --cleanup >/dev/null 2>&1 ||
-				echo "bench: could not delete the topics left in $ns" >&2
-		fi
+		[ "$rc" -ne 0 ] && cleanup_ns "$ns" shmqd_pid "$tmp/shmqd.log"
 		stop_pid "$shmqd_pid"
 	fi
+	if [ -n "$spill_pid" ]; then
+		[ "$rc" -ne 0 ] && cleanup_ns "$spill_ns" spill_pid "$tmp/shmqd-spill.log"
+		stop_pid "$spill_pid"
+	fi
+	[ -n "$spill_ns" ] && rm -rf "$spill_ns"
 	[ -n "$roudi_pid" ] && stop_pid "$roudi_pid"
 	if [ "$rc" -ne 0 ]; then
 		echo "bench: failed (status $rc); shmqd's log:" >&2
 		tail -n 20 "$tmp/shmqd.log" >&2 2>/dev/null
+		if [ -s "$tmp/shmqd-spill.log" ]; then
+			echo "bench: the spill namespace's shmqd's log:" >&2
+			tail -n 20 "$tmp/shmqd-spill.log" >&2
+		fi
 	fi
 	rm -f "$out.tmp"
 	rm -rf "$tmp"
@@ -213,7 +236,8 @@ if [ -f "$bin/xport-iceoryx.so" ]; then
 fi
 export BENCH_PLUGINS="$bin"
 
-start_shmqd
+start_shmqd "$ns" "$tmp/shmqd.log"
+shmqd_pid=$started_pid
 # The programs wait for shmqd to listen; this only catches a shmqd that
 # cannot start at all, with its own words.
 sleep 0.2
@@ -228,6 +252,28 @@ for prog in latency throughput shapes; do
 	"$bin/bench-$prog" --dir "$ns" --json "$out.tmp" --plots "$plots" \
 		--targets "$targets"
 done
+
+# ------------------------------------------------------------------------
+# Spill and replay: a namespace on the disk, with a shmqd of its own, so
+# that its spill files are where the numbers say they are.
+spill_ns=$(mktemp -d "${BENCH_SPILL_DIR:-/var/tmp}/shmq-bench-spill.XXXXXX")
+start_shmqd "$spill_ns" "$tmp/shmqd-spill.log"
+spill_pid=$started_pid
+sleep 0.2
+if ! kill -0 "$spill_pid" 2>/dev/null; then
+	echo "bench: shmqd --dir $spill_ns exited at once" >&2
+	exit 1
+fi
+"$bin/bench-spill" --dir "$spill_ns" --json "$out.tmp" --targets "$targets"
+stop_pid "$spill_pid"
+spill_pid=
+# What shmqd said while it spilled, beyond topics coming and going: a
+# spill error or a recovery would be news.
+grep -v -e ': serving ' -e ': topic [^ ]*: created ' -e ': topic [^ ]*: deleted$' \
+	-e ': received SIGTERM' -e ': stopped$' "$tmp/shmqd-spill.log" |
+	sed 's/^/  shmqd (spill namespace) said: /' || true
+rm -rf "$spill_ns"
+spill_ns=
 
 # ------------------------------------------------------------------------
 # Plots.
