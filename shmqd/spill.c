@@ -316,6 +316,12 @@ static bool spill_partition(struct shmqd *d, struct shmqd_topic *t, uint32_t p,
 			ck_pr_store_64(&ph->spilled, pos);
 			if (always)
 				ck_pr_store_64(&ph->synced, pos);
+			/*
+			 * Producers waiting for room: come back at once rather
+			 * than after the next reap interval.
+			 */
+			if (ck_pr_load_32(&m->hdr->space_waiters))
+				more = true;
 		}
 	}
 out:
