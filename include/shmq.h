@@ -501,8 +501,9 @@ SHMQ_API int shmq_consumer_assignment(shmq_consumer_t *consumer,
 SHMQ_API void shmq_consumer_release(shmq_consumer_t *consumer);
 
 /*
- * Commit the group's progress: for each partition, the offset below which
- * every message has been handed to a member of the group and released.
+ * Commit the group's progress: for each partition (in a PARTITIONED group,
+ * each partition this member owns), the offset below which every message
+ * has been handed to a member of the group and released.
  * A later member opening with SHMQ_FROM_COMMITTED, after every member has
  * left, resumes there.  Returns 0 or SHMQ_EDELETED.
  */

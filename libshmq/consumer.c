@@ -359,8 +359,8 @@ void shmq_consumer_close(shmq_consumer_t *c)
 		shmq_consumer_commit(c);
 	if (c->partitioned && shmq__seg_lock(c->map) == 0) {
 		/* Our partitions go to the others now (see group.c). */
-		free_member_slot(c->map, c->member);
 		shmq__group_rebalance(c->map, c->group, c->member);
+		free_member_slot(c->map, c->member);
 		shmq__seg_unlock(c->map);
 	} else {
 		free_member_slot(c->map, c->member);
@@ -672,7 +672,16 @@ int shmq_consumer_commit(shmq_consumer_t *c)
 		return SHMQ_EDELETED;
 	for (p = 0; p < m->geo.partitions; p++) {
 		struct shmq_cursor *cur = &shmq__part(m, p)->cursor[c->group];
-		uint64_t h = shmq__ring_horizon(m, p, c->group);
+		uint64_t h;
+
+		/*
+		 * A partitioned member commits what it owns: another member's
+		 * partition is its owner's to commit (or, if that one died,
+		 * goes back to its committed offset: group.c).
+		 */
+		if (c->partitioned && !c->owned[p])
+			continue;
+		h = shmq__ring_horizon(m, p, c->group);
 
 		for (;;) {
 			uint64_t old = ck_pr_load_64(&cur->committed);

@@ -275,9 +275,14 @@ void shmq__reap_topic(struct shmq_map *m, struct shmq_reap_state *st,
 		if (g < SHMQ_MAX_GROUPS &&
 		    ck_pr_load_32(&shmq__group(m, g)->mode) == SHMQ_GROUP_PARTITIONED &&
 		    shmq__seg_lock(m) == 0) {
-			/* Its partitions go to the live members (group.c). */
-			free_member_slot(m, i);
+			/*
+			 * Its partitions go to the live members (group.c),
+			 * back at the committed offset; its holds go only
+			 * after that, so that no commit in between can pass
+			 * the message it held.
+			 */
 			shmq__group_rebalance(m, g, i);
+			free_member_slot(m, i);
 			shmq__seg_unlock(m);
 		} else {
 			free_member_slot(m, i);
