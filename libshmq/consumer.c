@@ -103,6 +103,7 @@ static int take_member_slot(struct shmq_map *m, uint32_t *index)
 			continue;
 		ck_pr_store_64(&s->owner.start_ticks, self.start_ticks);
 		ck_pr_store_32(&s->group, UINT32_MAX);
+		ck_pr_store_64(&s->disk_hold, SHMQ_POS_NONE);
 		for (p = 0; p < m->geo.partitions; p++)
 			ck_pr_store_64(&shmq__part(m, p)->hold[i], SHMQ_POS_NONE);
 		*index = i;
@@ -117,6 +118,7 @@ static void free_member_slot(struct shmq_map *m, uint32_t i)
 	struct shmq_member_slot *s = shmq__member_slot(m, i);
 
 	ck_pr_store_32(&s->group, UINT32_MAX);
+	ck_pr_store_64(&s->disk_hold, SHMQ_POS_NONE);
 	ck_pr_store_64(&s->owner.start_ticks, 0);
 	ck_pr_fence_store();
 	ck_pr_store_32(&s->owner.pid, 0);
@@ -239,6 +241,14 @@ static int place_group(struct shmq_consumer *c, int from, uint64_t offset,
 			rc = seek_one(c, p, SHMQ_OFFSET_EARLIEST);
 		if (rc)
 			return rc;
+		/*
+		 * A new group has committed nothing: its committed offset is
+		 * where it starts, so that a rewind (group.c) or a restart
+		 * never goes back before the group existed.
+		 */
+		if (created)
+			ck_pr_store_64(&ph->cursor[c->group].committed,
+				       ck_pr_load_64(&ph->cursor[c->group].next));
 	}
 	return 0;
 }
@@ -329,6 +339,8 @@ int shmq_consumer_open(shmq_client_t *client, const char *topic,
 		c->gen_seen = ck_pr_load_32(&shmq__group(c->map, c->group)->generation) - 1;
 	}
 	shmq__seg_unlock(c->map);
+	/* Spill files looked for and not found are no failure. */
+	shmq__clear_detail();
 	*out = c;
 	return 0;
 fail:
@@ -344,7 +356,11 @@ fail:
 
 void shmq_consumer_release(shmq_consumer_t *c)
 {
-	if (!c || c->held < 0)
+	if (!c)
+		return;
+	if (ck_pr_load_64(&c->slot->disk_hold) != SHMQ_POS_NONE)
+		ck_pr_store_64(&c->slot->disk_hold, SHMQ_POS_NONE);
+	if (c->held < 0)
 		return;
 	shmq__ring_release(c->map, (uint32_t)c->held, c->member);
 	c->held = -1;
@@ -421,13 +437,23 @@ static int disk_take(struct shmq_consumer *c, uint32_t p, uint64_t x,
 			next = ck_pr_load_64(&shmq__part(m, p)->tail);
 		else if (rc)
 			return rc;
-		shmq__ring_take_at(m, p, c->group, x, (uint32_t)(next - x));
+		shmq__ring_take_at(m, p, c->group, x, next);
 		return DISK_AGAIN;
 	}
 	rc = shmq__spill_read(r, x, v);
 	if (rc == 0) {
-		if (!taken && shmq__ring_take_at(m, p, c->group, x, v->size))
+		if (!v->pad) {
+			/*
+			 * Our hold for the group's commits, before the take:
+			 * a commit must not pass what we are processing.
+			 */
+			ck_pr_store_32(&c->slot->disk_part, p);
+			ck_pr_store_64(&c->slot->disk_hold, x);
+		}
+		if (!taken && shmq__ring_take_at(m, p, c->group, x, x + v->size)) {
+			ck_pr_store_64(&c->slot->disk_hold, SHMQ_POS_NONE);
 			return DISK_AGAIN; /* another member took it */
+		}
 		return v->pad ? DISK_AGAIN : 0;
 	}
 	/*
@@ -457,7 +483,7 @@ gone_all:
 	next = ck_pr_load_64(&shmq__part(m, p)->tail);
 moved:
 	/* Retention removed what the group had not read: say so, go on. */
-	if (shmq__ring_take_at(m, p, c->group, x, (uint32_t)(next - x)))
+	if (shmq__ring_take_at(m, p, c->group, x, next))
 		return DISK_AGAIN;
 	msg->partition = p;
 	msg->offset = x;
@@ -649,6 +675,9 @@ int shmq_consumer_poll(shmq_consumer_t *c, struct shmq_msg *msg, int timeout_ms)
 			uint32_t seq = shmq__event_prepare(&hdr->data_seq,
 							   &hdr->data_waiters);
 
+			/* A rebalance signalled before the flag was set: see it. */
+			if (c->partitioned)
+				refresh_assignment(c);
 			rc = try_all(c, msg);
 			if (rc != -EAGAIN)
 				return rc;

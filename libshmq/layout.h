@@ -58,7 +58,7 @@
 
 #include "shmq.h"
 
-#define SHMQ_LAYOUT_VERSION 3u
+#define SHMQ_LAYOUT_VERSION 4u
 #define SHMQ_SEG_MAGIC	    0x31676573716d6873ull /* "shmqseg1" */
 #define SHMQ_SEG_READY	    0x59444145u		  /* "EADY" */
 
@@ -183,8 +183,14 @@ _Static_assert(sizeof(struct shmq_producer_slot) == 64, "producer slot");
 struct shmq_member_slot {
 	struct shmq_owner owner;
 	uint32_t group; /* index into the group table */
-	uint32_t reserved0;
-	uint8_t reserved[64 - 24];
+	uint32_t disk_part; /* partition of disk_hold */
+	/*
+	 * A message this member took from the spill files and holds: counts
+	 * in its group's commit horizon (not in the producers' horizon: the
+	 * ring does not hold it), or SHMQ_POS_NONE.
+	 */
+	uint64_t disk_hold;
+	uint8_t reserved[64 - 32];
 };
 _Static_assert(sizeof(struct shmq_member_slot) == 64, "member slot");
 

@@ -95,12 +95,18 @@ static bool claimed_by_other(struct shmq_map *m, uint32_t self, uint32_t part,
 	return false;
 }
 
+enum claim_state {
+	CLAIM_RESOLVED,	 /* lost its CAS, committed, or long gone: nothing to do */
+	CLAIM_ABANDONED, /* won and unsealed: pad it */
+	CLAIM_UNSURE,	 /* a live slot records the same position: look again */
+};
+
 /*
  * Did slot i's recorded claim [pos, pos + len) in part win its CAS, and is
  * the frame still unsealed?  See "Deciding whose claim it is" above.
  */
-static bool claim_abandoned(struct shmq_map *m, uint32_t i, uint32_t part,
-			    uint64_t pos, uint32_t len)
+static enum claim_state claim_state(struct shmq_map *m, uint32_t i, uint32_t part,
+				    uint64_t pos, uint32_t len)
 {
 	struct shmq_part_header *ph = shmq__part(m, part);
 	uint64_t head = ck_pr_load_64(&ph->head);
@@ -110,17 +116,23 @@ static bool claim_abandoned(struct shmq_map *m, uint32_t i, uint32_t part,
 	if (part >= m->geo.partitions || len < SHMQ_FRAME_HEADER ||
 	    len > m->geo.ring_bytes || (pos & (SHMQ_FRAME_ALIGN - 1)) ||
 	    (len & (SHMQ_FRAME_ALIGN - 1)))
-		return false;
+		return CLAIM_RESOLVED; /* garbage: nothing we could pad */
 	if (pos_before(head, end) || pos_before(pos, tail))
-		return false;
+		return CLAIM_RESOLVED;
 	if (off + len > m->geo.ring_bytes)
 		fpos = pos + (m->geo.ring_bytes - off);
 	if (seal_committed(m, part, fpos))
-		return false;
+		return CLAIM_RESOLVED;
+	/*
+	 * A live producer records the same position: it won it, or it lost
+	 * the CAS and is about to record another.  Decide on a later pass.
+	 */
 	if (claimed_by_other(m, i, part, pos, true))
-		return false;
-	return end == head || seal_committed(m, part, end) ||
-	       claimed_by_other(m, i, part, end, false);
+		return CLAIM_UNSURE;
+	if (end == head || seal_committed(m, part, end) ||
+	    claimed_by_other(m, i, part, end, false))
+		return CLAIM_ABANDONED;
+	return CLAIM_RESOLVED;
 }
 
 static void wake_all(struct shmq_map *m)
@@ -150,6 +162,7 @@ static void free_member_slot(struct shmq_map *m, uint32_t i)
 
 	for (p = 0; p < m->geo.partitions; p++)
 		ck_pr_store_64(&shmq__part(m, p)->hold[i], SHMQ_POS_NONE);
+	ck_pr_store_64(&s->disk_hold, SHMQ_POS_NONE);
 	ck_pr_store_64(&s->owner.start_ticks, 0);
 	ck_pr_fence_store();
 	ck_pr_store_32(&s->owner.pid, 0);
@@ -226,7 +239,11 @@ void shmq__reap_topic(struct shmq_map *m, struct shmq_reap_state *st,
 			continue;
 		}
 		if (!shmq__owner_alive(&o)) {
-			if (claim_abandoned(m, i, part, claim, len)) {
+			enum claim_state cs = claim_state(m, i, part, claim, len);
+
+			if (cs == CLAIM_UNSURE)
+				continue; /* keep the slot: it is our only record */
+			if (cs == CLAIM_ABANDONED) {
 				shmq__ring_pad(m, part, claim, len);
 				stats->padded_dead++;
 			}
@@ -239,7 +256,7 @@ void shmq__reap_topic(struct shmq_map *m, struct shmq_reap_state *st,
 		}
 		if (revoked == SHMQ_POS_NONE &&
 		    now_ns - memo->first_seen_ns >= (uint64_t)m->geo.stall_timeout_ms * 1000000 &&
-		    claim_abandoned(m, i, part, claim, len) &&
+		    claim_state(m, i, part, claim, len) == CLAIM_ABANDONED &&
 		    revoke(m, s, part, claim, len)) {
 			stats->padded_stalled++;
 			woke = true;

@@ -220,6 +220,20 @@ static int horizon_of(struct shmq_map *m, uint32_t part, uint32_t g,
 	}
 	/* Cursors before holds: a member stores its hold before its cursor CAS. */
 	ck_pr_fence_load();
+	if (g != UINT32_MAX) {
+		/* Messages the group's members hold from disk count for commits. */
+		for (i = 0; i < SHMQ_MAX_MEMBERS; i++) {
+			struct shmq_member_slot *s = shmq__member_slot(m, i);
+			uint64_t x = ck_pr_load_64(&s->disk_hold);
+
+			if (x == SHMQ_POS_NONE || !ck_pr_load_32(&s->owner.pid) ||
+			    ck_pr_load_32(&s->group) != g ||
+			    ck_pr_load_32(&s->disk_part) != part)
+				continue;
+			if (pos_before(x, h) && !pos_before(head, x))
+				h = x;
+		}
+	}
 	for (i = 0; i < SHMQ_MAX_MEMBERS; i++) {
 		uint64_t x = ck_pr_load_64(&ph->hold[i]);
 
@@ -380,11 +394,16 @@ static int make_room(struct shmq_map *m, uint32_t part, uint64_t end,
 		struct shmq_frame_view v;
 		int st;
 
-		if (revoked_at(m, part, t))
-			break;
 		st = shmq__frame_decode(ring, cap, t, max_frame, &v);
 		if (st == SHMQ_FRAME_PENDING)
 			break; /* a claim not yet committed: not ours to reuse */
+		/*
+		 * After the seal: shmqd announces a revocation (revoked_pos,
+		 * then the locked increment of revoked) before it pads, so a
+		 * walk that sees the padding also sees the announcement.
+		 */
+		if (st == SHMQ_FRAME_OK && v.pad && revoked_at(m, part, t))
+			break;
 		if (st == SHMQ_FRAME_BAD) {
 			rc = shmq__fail(SHMQ_ECORRUPT, "partition %u: bad frame at %llu",
 					part, (unsigned long long)t);
@@ -420,18 +439,31 @@ enough:
 }
 
 /* Seal the frame at pos as padding of size bytes, unless already sealed. */
+/*
+ * Seal the frame at pos as padding of size bytes, unless somebody sealed
+ * it first.  Two phases, so that a producer committing at the same moment
+ * can never see its commit succeed over our header: first a CAS takes the
+ * seal from whatever was there to pos | PAD (ours, not yet readable; a
+ * producer's commit CAS now fails, and one that read the seal after this
+ * sees our position and gives up: shmq__ring_commit); then the header;
+ * then the readable seal, with release ordering.
+ */
 static void seal_pad(uint8_t *ring, uint64_t mask, uint64_t pos, uint32_t size)
 {
 	struct shmq_frame *f = (struct shmq_frame *)(ring + (pos & mask));
 	uint64_t seen = ck_pr_load_64(&f->seal);
 
-	if ((seen & ~SHMQ_SEAL_FLAGS) == pos && (seen & SHMQ_SEAL_COMMITTED))
-		return;
+	/* (A zeroed seal, never written, says position 0 with no flag.) */
+	if ((seen & ~SHMQ_SEAL_FLAGS) == pos &&
+	    (seen & (SHMQ_SEAL_COMMITTED | SHMQ_SEAL_PAD)))
+		return; /* committed, or another padder has it */
+	if (!ck_pr_cas_64(&f->seal, seen, pos | SHMQ_SEAL_PAD))
+		return; /* the producer committed (or a padder won) */
 	ck_pr_store_32(&f->size, size);
 	ck_pr_store_16(&f->key_len, 0);
 	ck_pr_store_32(&f->value_len, 0);
-	/* The CAS publishes size (full barrier). */
-	ck_pr_cas_64(&f->seal, seen, pos | SHMQ_SEAL_COMMITTED | SHMQ_SEAL_PAD);
+	ck_pr_fence_store();
+	ck_pr_store_64(&f->seal, pos | SHMQ_SEAL_COMMITTED | SHMQ_SEAL_PAD);
 }
 
 void shmq__ring_pad(struct shmq_map *m, uint32_t part, uint64_t pos, uint32_t len)
@@ -486,9 +518,11 @@ int shmq__ring_claim(struct shmq_map *m, struct shmq_producer_slot *slot,
 	for (;;) {
 		head = ck_pr_load_64(&ph->head);
 		off = head & m->mask;
-		if (head & (SHMQ_FRAME_ALIGN - 1))
+		if (head & (SHMQ_FRAME_ALIGN - 1)) {
+			ck_pr_store_64(&slot->claim_pos, SHMQ_POS_NONE);
 			return shmq__fail(SHMQ_ECORRUPT, "partition %u: head %llu is not aligned",
 					  part, (unsigned long long)head);
+		}
 		len = frame_len;
 		fpos = head;
 		if (off + frame_len > cap) {
@@ -498,6 +532,11 @@ int shmq__ring_claim(struct shmq_map *m, struct shmq_producer_slot *slot,
 		}
 		end = head + len;
 		if (pos_before(*limit_cache, end)) {
+			/*
+			 * No stale claim record may outlive this call: shmqd
+			 * would take it for a live producer's claim (reap.c).
+			 */
+			ck_pr_store_64(&slot->claim_pos, SHMQ_POS_NONE);
 			rc = make_room(m, part, end, limit_cache);
 			if (rc == 0)
 				continue;
@@ -552,8 +591,9 @@ int shmq__ring_commit(struct shmq_map *m, struct shmq_producer_slot *slot,
 	uint64_t seen = c->seal_seen;
 	int rc = 0;
 
-	if ((seen & ~SHMQ_SEAL_FLAGS) == c->frame_pos && (seen & SHMQ_SEAL_COMMITTED)) {
-		/* shmqd padded it before we even looked at the seal. */
+	if ((seen & ~SHMQ_SEAL_FLAGS) == c->frame_pos &&
+	    (seen & (SHMQ_SEAL_COMMITTED | SHMQ_SEAL_PAD))) {
+		/* shmqd padded it (or is padding it) before we even looked. */
 		rc = SHMQ_EREVOKED;
 	} else {
 		if (pad) {
@@ -796,11 +836,11 @@ int shmq__ring_check(struct shmq_map *m, uint32_t part)
 }
 
 int shmq__ring_take_at(struct shmq_map *m, uint32_t part, uint32_t g,
-		       uint64_t pos, uint32_t size)
+		       uint64_t pos, uint64_t next)
 {
 	struct shmq_cursor *cur = &shmq__part(m, part)->cursor[g];
 
-	return ck_pr_cas_64(&cur->next, pos, pos + size) ? 0 : -EAGAIN;
+	return ck_pr_cas_64(&cur->next, pos, next) ? 0 : -EAGAIN;
 }
 
 int shmq__ring_seek_disk(struct shmq_map *m, uint32_t part, uint32_t g,

@@ -225,6 +225,8 @@ uint64_t shmq__layout_signature(void)
 	SIG(sizeof(struct shmq_member_slot));
 	SIG_FIELD(shmq_member_slot, owner);
 	SIG_FIELD(shmq_member_slot, group);
+	SIG_FIELD(shmq_member_slot, disk_part);
+	SIG_FIELD(shmq_member_slot, disk_hold);
 
 	SIG(sizeof(struct shmq_cursor));
 	SIG_FIELD(shmq_cursor, next);
@@ -576,6 +578,12 @@ static void init_segment(uint8_t *base, uint64_t bytes, const char *topic,
 		}
 		for (j = 0; j < SHMQ_MAX_MEMBERS; j++)
 			ph->hold[j] = SHMQ_POS_NONE;
+	}
+	for (i = 0; i < SHMQ_MAX_MEMBERS; i++) {
+		struct shmq_member_slot *ms = shmq__member_slot(&tmp, i);
+
+		ms->group = UINT32_MAX;
+		ms->disk_hold = SHMQ_POS_NONE;
 	}
 	for (i = 0; i < SHMQ_MAX_PRODUCERS; i++) {
 		struct shmq_producer_slot *ps = shmq__producer_slot(&tmp, i);

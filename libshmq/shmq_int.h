@@ -288,12 +288,12 @@ int shmq__ring_take(struct shmq_map *m, uint32_t part, uint32_t g,
 		    uint32_t member, struct shmq_frame_view *view);
 
 /*
- * Take the frame at pos of size bytes for group g, read from elsewhere (the
- * spill files): CAS the cursor from pos to pos + size.  Returns 0, or
- * -EAGAIN when another member took it first (the cursor moved).
+ * Take what lies at [pos, next) for group g, read from elsewhere (the spill
+ * files), or skip over it: CAS the cursor from pos to next.  Returns 0, or
+ * -EAGAIN when another member moved the cursor first.
  */
 int shmq__ring_take_at(struct shmq_map *m, uint32_t part, uint32_t g,
-		       uint64_t pos, uint32_t size);
+		       uint64_t pos, uint64_t next);
 
 /* Drop member's hold in part; wake blocked producers if any wait. */
 void shmq__ring_release(struct shmq_map *m, uint32_t part, uint32_t member);

@@ -328,6 +328,8 @@ out:
 	ck_pr_fence_store();
 	ck_pr_store_64(&ph->spill_hold, SHMQ_POS_NONE);
 	if (pos_before(spilled, ck_pr_load_64(&ph->spilled))) {
+		/* spilled and synced before the flags (pairs with the waiters' exchange). */
+		ck_pr_fence_memory();
 		shmq__event_signal(&m->hdr->space_seq, &m->hdr->space_waiters);
 		if (always)
 			shmq__event_signal(&m->hdr->sync_seq, &m->hdr->sync_waiters);
@@ -524,6 +526,8 @@ void shmqd_spill_restore_groups(struct shmqd *d, struct shmqd_topic *t)
 				c = head;
 			ph->cursor[slot].next = c;
 			ph->cursor[slot].committed = c;
+			ph->cursor[slot].owner = SHMQ_OWNER_NONE;
+			ph->cursor[slot].prev = SHMQ_OWNER_NONE;
 		}
 		ck_pr_fence_store();
 		ck_pr_store_32(&gs->state, SHMQ_GROUP_ACTIVE);
