@@ -6,17 +6,23 @@
  *            member processes, opened before one producer process publishes
  *            to every partition in turn, with a sequence number per
  *            partition, paced, for a few seconds.  Six times, at random
- *            moments, the parent SIGKILLs a random member and starts a
- *            replacement at once, and measures how long shmq_topic_stat
- *            takes to show every partition owned by a live member and none
- *            by the dead one (the rebalance time; median and max go to the
- *            diagnostics).  In the end every message was processed at least
- *            once; the only duplicates are messages that a killed member
- *            processed after its last commit; each member saw the sequence
- *            numbers of a partition increase for as long as it owned it;
- *            no two members processed one partition at once; a member only
- *            got messages of partitions it owned; and the final members'
- *            assignments cover each partition exactly once.
+ *            moments, the parent SIGKILLs a random member, starts a
+ *            replacement, and measures how long shmq_topic_stat takes to
+ *            show every partition owned by a live member and none by the
+ *            dead one (the rebalance time; median and max go to the
+ *            diagnostics).  Kills 0, 2, 4 start the replacement at once,
+ *            and its join usually deals the partitions again; kills 1, 3, 5
+ *            wait (at most 200 ms) for the victim to hold a message it
+ *            processed, and start the replacement only after the rebalance:
+ *            they time shmqd's noticing the death, and check that the held
+ *            message is delivered again.  In the end every message was
+ *            processed at least once; the only duplicates are messages that
+ *            a killed member processed after its last commit; each member
+ *            saw the sequence numbers of a partition increase for as long
+ *            as it owned it; no two members processed one partition at
+ *            once; a member only got messages of partitions it owned; and
+ *            the final members' assignments cover each partition exactly
+ *            once.
  *
  * joinleave  The same topic shape; members join every 300 ms and the
  *            oldest leave gracefully (shmq_consumer_close), never fewer
@@ -42,7 +48,9 @@
  *   3. mark the partition "processing" in shared memory, a CAS from 0 to
  *      its id: if another live member holds the mark, two members process
  *      the partition at once;
- *   4. count the (partition, seq) as processed;
+ *   4. count the (partition, seq) as processed, and say in shared memory
+ *      that it holds it (every 32nd message it then works on it for 1 ms,
+ *      so that kills and rebalances often find a member busy);
  *   5. clear the mark and release the message: the release is where a live
  *      member hands a partition over, so the mark must be gone by then;
  *   6. commit (shmq_consumer_commit covers released messages only), and
@@ -576,6 +584,7 @@ static int victim_main(int id)
 	__atomic_fetch_add(&sh->ready, 1, __ATOMIC_RELEASE);
 	if (rc < 0) {
 		note_bad(BAD_OPEN, id, rc, 0, 0, 0);
+		shmq_close(cl);
 		return 1;
 	}
 	for (;;) {
@@ -870,6 +879,7 @@ static void scenario_kill(void)
 	pid_t shmqd, pids[KILL_MEMBERS], prod, victim;
 	int ids[KILL_MEMBERS], killed[KILLS], next_id = 1, i, k, j, p, st;
 	int bad_exit = 0, owned_ok, timed_out = 0, nheld = 0, redelivered = 0, deferred;
+	int shown = 0;
 	uint64_t t_start, t0, times[KILLS], sorted[KILLS], dup_bad = 0;
 	struct inflight held[KILLS];
 	uint32_t seq, c, first;
@@ -988,6 +998,18 @@ static void scenario_kill(void)
 	   "kill: the producer published %llu messages (status %#x, rc %d)",
 	   (unsigned long long)t.published, st, sh->prod_rc);
 
+	for (i = 0; i < 2; i++) {
+		uint64_t kind[KILLS];
+		int nk = 0;
+
+		for (k = i; k < KILLS; k += 2)
+			kind[nk++] = times[k];
+		qsort(kind, (size_t)nk, sizeof kind[0], cmp_u64);
+		diag("kill: replacement %s: rebalance median %.1f ms, max %.1f ms (%d kills)",
+		     i ? "after (shmqd's reaper hands over)" : "at once (its join hands over)",
+		     (double)(nk % 2 ? kind[nk / 2] * 2 : kind[nk / 2 - 1] + kind[nk / 2]) / 2e6,
+		     (double)kind[nk - 1] / 1e6, nk);
+	}
 	memcpy(sorted, times, sizeof sorted);
 	qsort(sorted, KILLS, sizeof sorted[0], cmp_u64);
 	diag("kill: rebalance after a member's death: median %.1f ms, max %.1f ms (%d kills)",
@@ -1040,8 +1062,9 @@ static void scenario_kill(void)
 			if (c < 2)
 				continue;
 			first = sh->first_by[p][seq];
-			diag("kill: partition %d seq %u processed %u times, first by member %u (last commit there %d)",
-			     p, seq, c, first, first < MAXMEM ? sh->committed[first][p] : -2);
+			if (shown++ < 16)
+				diag("kill: partition %d seq %u processed %u times, first by member %u (last commit there %d)",
+				     p, seq, c, first, first < MAXMEM ? sh->committed[first][p] : -2);
 			if (first >= MAXMEM || !sh->dead[first] ||
 			    (int64_t)seq <= sh->committed[first][p])
 				dup_bad++;
@@ -1175,7 +1198,7 @@ static void scenario_joinleave(void)
  * shared: SHARED groups, and the mode belongs to the group
  */
 
-#define SH_CHECKS 9
+#define SH_CHECKS 10
 
 static int open_mode(shmq_client_t *cl, const char *group, int mode, int from,
 		     shmq_consumer_t **c)
@@ -1194,7 +1217,7 @@ static void scenario_shared(void)
 	shmq_client_t *cl;
 	shmq_consumer_t *c1, *c2;
 	pid_t shmqd, pids[2], prod;
-	int ids[2] = { 1, 2 }, i, st, rc, n, bad_exit = 0, all_ok;
+	int ids[2] = { 1, 2 }, i, st, rc, n, n2, bad_exit = 0, all_ok;
 	uint32_t parts[NPART];
 	struct shmq_msg m;
 	struct gsnap g;
@@ -1260,6 +1283,23 @@ static void scenario_shared(void)
 
 	rc = open_mode(cl, PGROUP, SHMQ_GROUP_SHARED, SHMQ_FROM_COMMITTED, &c2);
 	is_int(rc, -EINVAL, "shared: a SHARED member of the PARTITIONED group %s gets -EINVAL", PGROUP);
+	shmq_consumer_close(c2);
+
+	/* SHMQ_GROUP_DEFAULT takes the group's mode: two members split it. */
+	rc = open_mode(cl, PGROUP, SHMQ_GROUP_DEFAULT, SHMQ_FROM_COMMITTED, &c2);
+	n = n2 = -1;
+	if (rc == 0 && c1) {
+		t0 = tu_now_ns();
+		do {
+			shmq_consumer_poll(c1, &m, 0);
+			shmq_consumer_poll(c2, &m, 0);
+			n = shmq_consumer_assignment(c1, parts, NPART);
+			n2 = shmq_consumer_assignment(c2, parts, NPART);
+		} while ((n != NPART / 2 || n2 != NPART / 2) && ms_since(t0) < 1000);
+	}
+	ok(rc == 0 && n == NPART / 2 && n2 == NPART / 2,
+	   "shared: a DEFAULT-mode member joins %s as a partitioned member (open %d, assignments %d and %d)",
+	   PGROUP, rc, n, n2);
 	shmq_consumer_close(c2);
 	shmq_consumer_close(c1);
 	rc = open_mode(cl, PGROUP, SHMQ_GROUP_SHARED, SHMQ_FROM_COMMITTED, &c2);
