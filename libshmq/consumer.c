@@ -441,6 +441,15 @@ static int disk_take(struct shmq_consumer *c, uint32_t p, uint64_t x,
 		return DISK_AGAIN;
 	}
 	rc = shmq__spill_read(r, x, v);
+	if (rc == 0 && v->gap) {
+		/*
+		 * Offsets every group had consumed when they were reused, so
+		 * never spilled: this group came back to them (a seek, a
+		 * rewind to its committed offset).  Say so, and go on.
+		 */
+		next = x + v->size;
+		goto moved;
+	}
 	if (rc == 0) {
 		if (!v->pad) {
 			/*
@@ -482,13 +491,13 @@ static int disk_take(struct shmq_consumer *c, uint32_t p, uint64_t x,
 gone_all:
 	next = ck_pr_load_64(&shmq__part(m, p)->tail);
 moved:
-	/* Retention removed what the group had not read: say so, go on. */
+	/* Retention (or reuse) removed what the group had not read: say so, go on. */
 	if (shmq__ring_take_at(m, p, c->group, x, next))
 		return DISK_AGAIN;
 	msg->partition = p;
 	msg->offset = x;
 	msg->next_offset = next;
-	return shmq__fail(SHMQ_EGONE, "topic %s partition %u: offsets %llu to %llu were removed by retention before the group read them",
+	return shmq__fail(SHMQ_EGONE, "topic %s partition %u: offsets %llu to %llu are no longer kept (retention, or consumed by every group and reused before this group came back to them)",
 			  m->name, p, (unsigned long long)x, (unsigned long long)next);
 }
 
@@ -744,8 +753,18 @@ static int seek_on_disk(struct shmq_consumer *c, uint32_t p, uint64_t pos,
 	if (rc)
 		return rc == -ENOENT ? -ENOENT : rc;
 	if (pos == SHMQ_OFFSET_EARLIEST) {
+		int n;
+
 		rc = shmq__spill_reader_range(r, &first, &end);
 		if (rc || (int64_t)(first - tail) >= 0)
+			return -ENOENT;
+		/* The oldest message: past gaps (and pads) at the start. */
+		for (n = 0; n < 1024 && (int64_t)(first - tail) < 0; n++) {
+			if (shmq__spill_read(r, first, &v) || !v.pad)
+				break;
+			first += v.size;
+		}
+		if ((int64_t)(first - tail) >= 0)
 			return -ENOENT;
 		*where = first;
 		return 0;
@@ -755,13 +774,16 @@ static int seek_on_disk(struct shmq_consumer *c, uint32_t p, uint64_t pos,
 		return -ENOENT;
 	if (rc)
 		return rc;
+	if (v.gap)
+		return shmq__fail(SHMQ_EGONE, "offset %llu of partition %u was consumed by every group and reused before it had to be spilled",
+				  (unsigned long long)pos, p);
 	*where = pos;
 	return 0;
 }
 
 static int seek_one(struct shmq_consumer *c, uint32_t p, uint64_t offset)
 {
-	uint64_t where;
+	uint64_t where = 0;
 	int rc;
 
 	c->broken[p] = 0;

@@ -76,7 +76,7 @@ struct shmq_frame {
 	uint64_t seal;	       /* pos | COMMITTED [| PAD]; written last */
 	uint32_t size;	       /* whole frame with header, multiple of 32 */
 	uint16_t key_len;
-	uint16_t flags;	       /* reserved, 0 */
+	uint16_t flags;	       /* SHMQ_FRAME_GAP on a spill file's gap pad, else 0 */
 	uint32_t value_len;
 	uint32_t crc;	       /* CRC32C of key and value once spilled, else 0 */
 	uint64_t timestamp_ns; /* CLOCK_REALTIME at publication */
@@ -93,6 +93,13 @@ _Static_assert(offsetof(struct shmq_frame, timestamp_ns) == 24, "timestamp");
  * an empty ring.
  */
 #define SHMQ_MAX_MESSAGE_LIMIT(ring_bytes) ((ring_bytes) / 2 - SHMQ_FRAME_HEADER)
+
+/*
+ * Frame flags.  GAP: in a spill file, a padding frame over offsets that
+ * every group had consumed before they had to go to disk; their messages
+ * are not there (a reader that lands in one reports SHMQ_EGONE).
+ */
+#define SHMQ_FRAME_GAP 0x1u
 
 /* A position no frame has: "no claim", "no hold". */
 #define SHMQ_POS_NONE UINT64_MAX

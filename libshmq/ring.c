@@ -133,6 +133,7 @@ int shmq__frame_decode(const uint8_t *ring, uint64_t ring_bytes, uint64_t pos,
 		return SHMQ_FRAME_BAD;
 	v->pos = pos;
 	v->size = size;
+	v->gap = false;
 	if (seal & SHMQ_SEAL_PAD) {
 		v->pad = true;
 		v->key_len = 0;
@@ -183,6 +184,19 @@ static int horizon_of(struct shmq_map *m, uint32_t part, uint32_t g,
 		if (ck_pr_load_32(&shmq__group(m, i)->state) != SHMQ_GROUP_ACTIVE)
 			continue;
 		n = ck_pr_load_64(&ph->cursor[i].next);
+		/*
+		 * A partitioned group on a spilling topic holds from its
+		 * committed offset: a dead member's partition goes back there
+		 * (group.c), so what lies between must stay readable, in the
+		 * ring or on disk, rather than be reused as consumed.
+		 */
+		if (g == UINT32_MAX && spilling && n != SHMQ_POS_NONE &&
+		    ck_pr_load_32(&shmq__group(m, i)->mode) == SHMQ_GROUP_PARTITIONED) {
+			uint64_t c = ck_pr_load_64(&ph->cursor[i].committed);
+
+			if (pos_before(c, n) && !pos_before(head, c))
+				n = c;
+		}
 		/*
 		 * A cursor ahead of the head we read a moment ago moved on
 		 * meanwhile; SHMQ_POS_NONE is a group being placed (see

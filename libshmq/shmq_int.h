@@ -212,6 +212,7 @@ struct shmq_frame_view {
 	uint64_t pos;
 	uint32_t size;
 	bool pad;
+	bool gap; /* a pad in the spill files over offsets never spilled */
 	uint16_t key_len;
 	uint32_t value_len;
 	uint64_t timestamp_ns;

@@ -297,6 +297,7 @@ static int frame_check(const uint8_t *buf, size_t avail, uint64_t offset,
 	v->pos = offset;
 	v->size = h.size;
 	v->pad = pad;
+	v->gap = pad && (h.flags & SHMQ_FRAME_GAP);
 	if (pad) {
 		v->key_len = 0;
 		v->value_len = 0;
@@ -1146,6 +1147,7 @@ static int append_frame(struct shmq_spill_log *log, const struct shmq_frame_view
 	memset(&h, 0, sizeof(h));
 	h.seal = v->pos | SHMQ_SEAL_COMMITTED | (v->pad ? SHMQ_SEAL_PAD : 0);
 	h.size = v->size;
+	h.flags = v->pad && v->gap ? SHMQ_FRAME_GAP : 0;
 	if (!v->pad) {
 		h.key_len = v->key_len;
 		h.value_len = v->value_len;
@@ -1274,6 +1276,7 @@ int shmq__spill_append_pad(struct shmq_spill_log *log, uint64_t pos, uint64_t le
 				  log->path, len);
 	memset(&v, 0, sizeof(v));
 	v.pad = true;
+	v.gap = true;
 	while (len) {
 		v.pos = pos;
 		v.size = (uint32_t)u64min(len, SHMQ_SPILL_PAD_MAX);

@@ -203,6 +203,14 @@ static uint64_t groups_min(struct shmq_map *m, uint32_t p, uint64_t head)
 		if (ck_pr_load_32(&shmq__group(m, g)->state) != SHMQ_GROUP_ACTIVE)
 			continue;
 		n = ck_pr_load_64(&ph->cursor[g].next);
+		/* Partitioned groups hold from their committed offset (ring.c). */
+		if (n != SHMQ_POS_NONE &&
+		    ck_pr_load_32(&shmq__group(m, g)->mode) == SHMQ_GROUP_PARTITIONED) {
+			uint64_t c = ck_pr_load_64(&ph->cursor[g].committed);
+
+			if (pos_before(c, n) && !pos_before(head, c))
+				n = c;
+		}
 		/* Behind the window counts: that group reads from disk. */
 		if (n == SHMQ_POS_NONE || pos_before(head, n))
 			continue;

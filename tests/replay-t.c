@@ -19,6 +19,8 @@
  *          whether it is on disk or in the ring.
  * corrupt  A byte flipped in a spill file: that message is never
  *          delivered (SHMQ_ECORRUPT with its offset), the rest is.
+ * gap      Seeking back to what every group consumed before spilling
+ *          began is SHMQ_EGONE, not a silent skip.
  *
  * Messages carry (partition-local sequence, length, checksum) so that every
  * check is on content.
@@ -423,10 +425,60 @@ static void test_corrupt(void)
 	shmq_consumer_close(slow);
 }
 
+/*
+ * Offsets every group consumed before anything had to go to disk are a gap
+ * in the spill files: seeking back into them is SHMQ_EGONE, never a silent
+ * skip; a group that stopped later still gets all of its messages.
+ */
+static void test_gap(void)
+{
+	shmq_consumer_t *a, *b;
+	shmq_producer_t *p;
+	struct expect ea, eb;
+	uint64_t first;
+	uint32_t i, n1 = 300, n2 = 6000;
+	int rc;
+
+	create("gap", 0);
+	a = consumer("gap", "a", SHMQ_FROM_EARLIEST);
+	b = consumer("gap", "b", SHMQ_FROM_EARLIEST);
+	p = producer("gap");
+	memset(&ea, 0, sizeof(ea));
+	memset(&eb, 0, sizeof(eb));
+	/* Both keep up: nothing has to go to disk. */
+	first = send_one(p, 0, 0);
+	for (i = 1; i < n1; i++) {
+		send_one(p, 0, i);
+		if ((i & 15) == 0) {
+			drain(a, &ea, 0, UINT64_MAX);
+			drain(b, &eb, 0, UINT64_MAX);
+		}
+	}
+	drain(a, &ea, 100, UINT64_MAX);
+	drain(b, &eb, 100, UINT64_MAX);
+	/* b stops; a keeps up while many rings go by and b's part spills. */
+	for (; i < n1 + n2; i++) {
+		send_one(p, 0, i);
+		if ((i & 15) == 0)
+			drain(a, &ea, 0, UINT64_MAX);
+	}
+	drain(a, &ea, 200, UINT64_MAX);
+	rc = shmq_consumer_seek(a, 0, first);
+	is_int(rc, SHMQ_EGONE, "gap: seeking back to offsets every group consumed before spilling began: SHMQ_EGONE (%s)",
+	       shmq_errdetail());
+	drain(b, &eb, 500, UINT64_MAX);
+	ok(eb.got == n1 + n2 && eb.bad == 0 && eb.dup_or_gap == 0,
+	   "gap: the group that stopped later got all %u messages, in order (%llu, %u bad, %u out of order)",
+	   n1 + n2, (unsigned long long)eb.got, eb.bad, eb.dup_or_gap);
+	shmq_producer_close(p);
+	shmq_consumer_close(a);
+	shmq_consumer_close(b);
+}
+
 int main(void)
 {
 	tu_init(240);
-	plan(16);
+	plan(18);
 	tu_make_dir("replay", dir, sizeof(dir));
 	daemon_pid = tu_shmqd_start(dir, NULL);
 	if (shmq_open(dir, NULL, &cl))
@@ -437,6 +489,7 @@ int main(void)
 	test_host();
 	test_time();
 	test_corrupt();
+	test_gap();
 
 	shmq_close(cl);
 	tu_shmqd_stop(daemon_pid, 0);
