@@ -28,7 +28,7 @@
  *   +------+------+-------------+--------+------+   body_crc = CRC-32C(64..)
  *   64: per group, back to back:
  *   +------------------------------+-------+------+----------------------+
- *   | name, NUL-padded (72 bytes)  | parts | rsvd | committed[parts] u64 |
+ *   | name, NUL-padded (72 bytes)  | parts | mode | committed[parts] u64 |
  *   +------------------------------+-------+------+----------------------+
  *   0                              72      76     80
  *
@@ -96,7 +96,7 @@ _Static_assert(offsetof(struct ckpt_header, body_crc) == 56, "body crc");
 struct ckpt_group_rec {
 	char name[CKPT_NAME_BYTES];
 	uint32_t partitions;
-	uint32_t reserved;
+	uint32_t mode; /* enum shmq_group_mode; 0 in files that predate it */
 };
 _Static_assert(sizeof(struct ckpt_group_rec) == CKPT_GROUP_FIXED, "group record");
 
@@ -168,6 +168,7 @@ int shmq__checkpoint_decode(const void *buf, size_t len, struct shmq_ckpt **out)
 		}
 		memcpy(g->name, rec.name, strlen(rec.name) + 1);
 		g->partitions = rec.partitions;
+		g->mode = rec.mode;
 		g->committed = calloc(rec.partitions ? rec.partitions : 1, sizeof(uint64_t));
 		if (!g->committed) {
 			shmq__checkpoint_free(cp);
@@ -307,6 +308,7 @@ static int encode(const struct shmq_ckpt *cp, uint64_t gen, uint8_t **out,
 		memset(&rec, 0, sizeof(rec));
 		memcpy(rec.name, g->name, strlen(g->name));
 		rec.partitions = g->partitions;
+		rec.mode = g->mode;
 		memcpy(buf + at, &rec, sizeof(rec));
 		at += sizeof(rec);
 		if (g->partitions)

@@ -444,6 +444,7 @@ int shmq__spill_reader_range(struct shmq_spill_reader *r, uint64_t *first,
 
 struct shmq_ckpt_group {
 	char name[SHMQ_NAME_MAX + 1];
+	uint32_t mode; /* enum shmq_group_mode; 0 = not recorded (shared) */
 	uint32_t partitions;
 	uint64_t *committed; /* [partitions]: the next offset to process */
 };

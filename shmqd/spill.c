@@ -387,6 +387,7 @@ static void checkpoint(struct shmqd *d, struct shmqd_topic *t)
 		if (!shmq__name_valid(groups[n].name))
 			continue;
 		groups[n].partitions = np;
+		groups[n].mode = ck_pr_load_32(&gs->mode);
 		groups[n].committed = offs + (size_t)n * np;
 		for (p = 0; p < np; p++)
 			groups[n].committed[p] =
@@ -523,6 +524,9 @@ void shmqd_spill_restore_groups(struct shmqd *d, struct shmqd_topic *t)
 			continue;
 		memset(gs->name, 0, sizeof(gs->name));
 		memcpy(gs->name, cg->name, strlen(cg->name));
+		gs->mode = cg->mode == SHMQ_GROUP_PARTITIONED ? SHMQ_GROUP_PARTITIONED :
+			SHMQ_GROUP_SHARED;
+		gs->generation = 0;
 		gs->created_ns = shmq__now_ns();
 		for (p = 0; p < m->geo.partitions; p++) {
 			struct shmq_part_header *ph = shmq__part(m, p);

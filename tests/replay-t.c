@@ -277,6 +277,17 @@ static void test_host(void)
 
 	create("host", SHMQ_SPILL_ALWAYS);
 	g = consumer("host", "g", SHMQ_FROM_EARLIEST);
+	{
+		struct shmq_consumer_opts o = SHMQ_CONSUMER_OPTS_INIT;
+		shmq_consumer_t *pg;
+
+		/* A partitioned group, to come back partitioned. */
+		o.mode = SHMQ_GROUP_PARTITIONED;
+		if (shmq_consumer_open(cl, "host", "pg", &o, &pg))
+			bail("host: partitioned group: %s", shmq_errdetail());
+		shmq_consumer_commit(pg);
+		shmq_consumer_close(pg);
+	}
 	p = producer("host");
 	for (i = 0; i < n; i++) {
 		uint32_t part = i % NPART;
@@ -308,6 +319,15 @@ static void test_host(void)
 	daemon_pid = tu_shmqd_start(dir, NULL);
 
 	g = consumer("host", "g", SHMQ_FROM_COMMITTED);
+	{
+		struct shmq_consumer_opts o = SHMQ_CONSUMER_OPTS_INIT;
+		shmq_consumer_t *pg = NULL;
+
+		o.mode = SHMQ_GROUP_PARTITIONED;
+		rc = shmq_consumer_open(cl, "host", "pg", &o, &pg);
+		is_int(rc, 0, "host: the partitioned group came back partitioned (%s)", shmq_errdetail());
+		shmq_consumer_close(pg);
+	}
 	drain(g, &e, 500, UINT64_MAX);
 	for (i = 0; i < NPART; i++)
 		if (e.next[i] != seq[i])
@@ -478,7 +498,7 @@ static void test_gap(void)
 int main(void)
 {
 	tu_init(240);
-	plan(18);
+	plan(19);
 	tu_make_dir("replay", dir, sizeof(dir));
 	daemon_pid = tu_shmqd_start(dir, NULL);
 	if (shmq_open(dir, NULL, &cl))
