@@ -352,6 +352,8 @@ static void tail_unlock(struct shmq_part_header *ph)
 
 /* The longest a producer blocked on a full ring sleeps before looking again. */
 #define SPACE_WAIT_SLICE_NS 2000000u
+/* How long a producer facing a full ring spins before it sleeps. */
+#define SPACE_SPIN_NS 20000u
 
 /* How far past the needed room a walk goes, so that claims stay fast. */
 #define WALK_AHEAD_MAX (256u << 10)
@@ -523,7 +525,7 @@ int shmq__ring_claim(struct shmq_map *m, struct shmq_producer_slot *slot,
 		     struct shmq_ring_claim *c)
 {
 	struct shmq_part_header *ph = shmq__part(m, part);
-	uint64_t cap = m->geo.ring_bytes, deadline = 0;
+	uint64_t cap = m->geo.ring_bytes, deadline = 0, full_since = 0, now;
 	uint64_t head, off, len, fpos, end;
 	struct shmq_frame *f;
 	uint8_t *ring = shmq__ring(m, part);
@@ -561,12 +563,20 @@ int shmq__ring_claim(struct shmq_map *m, struct shmq_producer_slot *slot,
 			/* SHMQ_FULL_SPILL waits like BLOCK: for the spiller. */
 			if (m->geo.full_policy == SHMQ_FULL_FAIL || timeout_ms == 0)
 				return -EAGAIN;
-			if (!deadline)
+			now = shmq__mono_ns();
+			if (!deadline) {
 				deadline = timeout_ms < 0 ? UINT64_MAX :
-					shmq__mono_ns() + (uint64_t)timeout_ms * 1000000;
-			if (deadline != UINT64_MAX && shmq__mono_ns() >= deadline)
+					now + (uint64_t)timeout_ms * 1000000;
+				full_since = now;
+			}
+			if (deadline != UINT64_MAX && now >= deadline)
 				return -EAGAIN;
-			if (busy_wait)
+			/*
+			 * Spin a little first, as a consumer does: a consumer
+			 * that keeps up frees room within microseconds, and a
+			 * sleep costs two system calls and a wake-up.
+			 */
+			if (busy_wait || now - full_since < SPACE_SPIN_NS)
 				ck_pr_stall();
 			else
 				wait_for_space(m, part, end, limit_cache, deadline);
