@@ -284,7 +284,7 @@ int main(void)
 	pid_t shmqd;
 
 	tu_init(90);
-	plan(50);
+	plan(56);
 	tu_program("shmqctl", ctl_path, sizeof(ctl_path));
 	if (access(ctl_path, X_OK))
 		bail("no shmqctl at %s", ctl_path);
@@ -406,6 +406,33 @@ int main(void)
 	okr(r.status == 2 && is_error_msg(&r), "stat with two topics is refused");
 
 	/* delete. */
+	/* Time, group modes and the groups command. */
+	{
+		char future[32];
+
+		snprintf(future, sizeof(future), "@%lld", (long long)time(NULL) + 3600);
+		run_ctl(&r, NULL, "consume", "t1", "--group", "tf", "--from", future,
+			"--timeout", "200", NULL);
+		okr(r.status == 0 && r.out_len == 0, "consume --from a time in the future gets nothing");
+		run_ctl(&r, NULL, "consume", "t1", "--group", "tp", "--from",
+			"2001-01-01T00:00:00Z", "--timeout", "300", NULL);
+		okr(r.status == 0 && r.out_len > 0 && !strncmp(r.out, input, r.out_len) &&
+		    r.out_len == strlen(input),
+		    "consume --from a time in the past gets every message, in order");
+		run_ctl(&r, NULL, "consume", "t1", "--group", "tm", "--mode", "partitioned",
+			"--from", "earliest", "--count", "1", NULL);
+		is_intr(r.status, 0, "consume --mode partitioned exits 0");
+		run_ctl(&r, NULL, "groups", "t1", NULL);
+		okr(r.status == 0 && strstr(r.out, "group tm: partitioned") &&
+		    strstr(r.out, "group tp: shared"),
+		    "groups shows each group's mode");
+		run_ctl(&r, NULL, "consume", "t1", "--group", "tm", "--mode", "shared",
+			"--timeout", "10", NULL);
+		okr(r.status == 1 && is_error_msg(&r), "joining a partitioned group as shared is refused");
+		run_ctl(&r, NULL, "consume", "t1", "--group", "tx", "--from", "yesterday", NULL);
+		okr(r.status == 2 && is_error_msg(&r), "--from with a word that is no time is a usage error");
+	}
+
 	run_ctl(&r, NULL, "delete", "t1", NULL);
 	is_intr(r.status, 0, "delete t1 exits 0");
 	run_ctl(&r, NULL, "list", NULL);
