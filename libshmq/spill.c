@@ -957,6 +957,15 @@ static int wflush(struct shmq_spill_log *log)
 						  strerror(-r));
 			return wfail(log, r, "write");
 		}
+		/*
+		 * Start writeback of what we just wrote, without waiting for
+		 * it: the fdatasync at the end of a segment (or of a journal
+		 * batch) then finds little left to do, instead of stalling
+		 * shmqd for the whole segment at once.  A hint: its result
+		 * does not matter, the sync that follows decides.
+		 */
+		(void)sync_file_range(log->fd, (off_t)log->file_bytes,
+				      (off_t)log->blen, SYNC_FILE_RANGE_WRITE);
 		log->file_bytes += log->blen;
 		log->blen = 0;
 		last_seg(log)->bytes = log->file_bytes;
