@@ -527,6 +527,8 @@ static void refresh_assignment(struct shmq_consumer *c)
 				locked = true;
 			if (locked)
 				shmq__group_let_go(m, p, c->group, c->member);
+			else
+				gen--; /* could not let go: try again next poll */
 		}
 		if (mine != (bool)c->owned[p])
 			changed = true;

@@ -278,6 +278,39 @@ void shmq__reap_topic(struct shmq_map *m, struct shmq_reap_state *st,
 			woke = true;
 	}
 
+	/*
+	 * A partitioned group whose partition is owned by a slot that is no
+	 * longer its member (a member left, or died, while the registration
+	 * mutex could not be had): deal its partitions again.
+	 */
+	for (g = 0; members && g < SHMQ_MAX_GROUPS; g++) {
+		uint32_t p;
+
+		if (ck_pr_load_32(&shmq__group(m, g)->state) != SHMQ_GROUP_ACTIVE ||
+		    ck_pr_load_32(&shmq__group(m, g)->mode) != SHMQ_GROUP_PARTITIONED)
+			continue;
+		for (p = 0; p < m->geo.partitions; p++) {
+			struct shmq_cursor *cur = &shmq__part(m, p)->cursor[g];
+			uint32_t own = ck_pr_load_32(&cur->owner);
+			uint32_t o = own & ~SHMQ_OWNER_PENDING;
+
+			/* A hand-over waiting for a member that is gone. */
+			if (own & SHMQ_OWNER_PENDING)
+				o = ck_pr_load_32(&cur->prev);
+			if (o == SHMQ_OWNER_NONE || o >= SHMQ_MAX_MEMBERS)
+				continue;
+			if (ck_pr_load_32(&shmq__member_slot(m, o)->owner.pid) &&
+			    ck_pr_load_32(&shmq__member_slot(m, o)->group) == g)
+				continue;
+			if (shmq__seg_lock(m) == 0) {
+				shmq__group_rebalance(m, g, UINT32_MAX);
+				shmq__seg_unlock(m);
+				woke = true;
+			}
+			break;
+		}
+	}
+
 	for (i = 0; i < SHMQ_MAX_MEMBERS; i++) {
 		struct shmq_member_slot *s = shmq__member_slot(m, i);
 		struct shmq_owner o;
