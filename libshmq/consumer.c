@@ -75,6 +75,14 @@ uint64_t shmq__consumer_disk_reads(const shmq_consumer_t *c)
 	return c->disk_reads;
 }
 
+uint32_t shmq__consumer_prepare_wait(shmq_consumer_t *c, uint32_t **word)
+{
+	struct shmq_seg_header *hdr = c->map->hdr;
+
+	*word = &hdr->data_seq;
+	return shmq__event_prepare(&hdr->data_seq, &hdr->data_waiters);
+}
+
 static void free_readers(struct shmq_consumer *c)
 {
 	uint32_t p;

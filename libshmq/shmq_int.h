@@ -368,6 +368,14 @@ struct shmq_client {
 int shmq__topic_get(shmq_client_t *c, const char *name, struct shmq_map **out);
 void shmq__topic_put(shmq_client_t *c, struct shmq_map *m);
 
+/*
+ * For waiting on several consumers at once (subscriptions): announce a
+ * sleeper on c's topic and return the futex word and the value to wait
+ * for.  The caller must look at c again (poll with timeout 0) after this
+ * and before it sleeps (see wait.c).
+ */
+uint32_t shmq__consumer_prepare_wait(shmq_consumer_t *c, uint32_t **word);
+
 /* How many messages this consumer was given from spill files (tests). */
 uint64_t shmq__consumer_disk_reads(const shmq_consumer_t *c);
 
