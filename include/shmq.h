@@ -551,6 +551,75 @@ SHMQ_API int shmq_consumer_seek(shmq_consumer_t *consumer, uint32_t partition,
 SHMQ_API int shmq_consumer_seek_time(shmq_consumer_t *consumer,
 				     uint32_t partition, uint64_t timestamp_ns);
 
+/* ------------------------------------------------------------------------
+ * Subscriptions by pattern (part of the consumer API)
+ *
+ * A subscription consumes every topic whose name matches a shell glob, as
+ * one member of a group in each: it holds one consumer per matching topic,
+ * opened with the same group name and options, and follows topics as they
+ * are created and deleted.
+ */
+
+typedef struct shmq_subscription shmq_subscription_t;
+
+/*
+ * Subscribe to every topic whose name matches pattern (fnmatch(3) without
+ * flags: "orders.*" matches "orders.eu"; '*' also matches '.'), in group
+ * `group`, with opts as for shmq_consumer_open() (NULL: the defaults; the
+ * options are copied).  The topics are listed now and again from
+ * shmq_subscription_poll() at most every 100 ms: a topic created later is
+ * joined within about 100 ms of its creation (from opts->from: with the
+ * default SHMQ_FROM_COMMITTED a new group starts at the earliest message,
+ * so nothing published before it was noticed is missed; SHMQ_FROM_LATEST
+ * misses it).  A topic that cannot be joined (for example -EMFILE) is
+ * skipped and tried again at each rescan.  A deleted topic is left as soon
+ * as a poll sees it deleted.  Matching no topic is not an error.
+ *
+ * Returns 0 and sets *out, -EINVAL (NULL or empty pattern, bad group
+ * name), -ENOMEM, or an error listing the topics (-errno).  Close with
+ * shmq_subscription_close() before closing the client.  One thread at a
+ * time per subscription.
+ */
+SHMQ_API int shmq_subscribe(shmq_client_t *client, const char *pattern,
+			    const char *group,
+			    const struct shmq_consumer_opts *opts,
+			    shmq_subscription_t **out);
+
+/*
+ * Take the next message from any subscribed topic.  Topics are served in
+ * turn (each poll starts after the topic of the previous message), so a
+ * busy topic does not starve the others; within a topic the order is that
+ * of shmq_consumer_poll().  The previously returned message is released
+ * first.  *msg is a view valid, like a consumer's, until the next poll or
+ * close; *topic (if topic is not NULL) is set to the message's topic name,
+ * valid until the next poll or close.
+ *
+ * timeout_ms: 0 = return at once, -1 = wait for ever, else milliseconds.
+ * A waiting subscription sleeps on every topic at once (futex_waitv, Linux
+ * 5.16+; older kernels wake every millisecond) and wakes when a message is
+ * published to any of them; it also wakes every 100 ms to look for new
+ * topics.  With SHMQ_CONSUMER_BUSY_POLL in opts it spins instead.
+ *
+ * Returns 0 and fills *msg, -EAGAIN (nothing within the timeout), -EINVAL,
+ * or SHMQ_ECORRUPT with *topic and msg->partition naming the partition that
+ * failed a check (that consumer skips it from then on).  A deleted topic is
+ * not an error: it is dropped and the others are served.
+ */
+SHMQ_API int shmq_subscription_poll(shmq_subscription_t *s,
+				    struct shmq_msg *msg, const char **topic,
+				    int timeout_ms);
+
+/*
+ * shmq_consumer_commit() for every subscribed topic (what was released is
+ * committed; the message the last poll returned is not, until the next
+ * poll or close releases it).  Returns 0, -EINVAL, or the first error of a
+ * commit; topics deleted meanwhile are skipped.  Never blocks.
+ */
+SHMQ_API int shmq_subscription_commit(shmq_subscription_t *s);
+
+/* Leave every group joined; releases a held message.  NULL is a no-op. */
+SHMQ_API void shmq_subscription_close(shmq_subscription_t *s);
+
 #ifdef __cplusplus
 }
 #endif
