@@ -468,6 +468,12 @@ struct shmq_msg {
 	uint64_t next_offset; /* the offset after it in its partition */
 	uint64_t timestamp_ns; /* CLOCK_REALTIME at publication */
 	uint32_t partition;
+	/*
+	 * 1, or more when the message is delivered again: in a SHARED group,
+	 * a member that died holding it (taken, not released) never finished
+	 * it, and shmqd hands it to the group once more (at least once).
+	 */
+	uint32_t delivery_count;
 };
 
 /*

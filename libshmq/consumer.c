@@ -181,6 +181,8 @@ static int find_or_create_group(struct shmq_map *m, const char *name,
 			ck_pr_store_64(&ph->cursor[g].committed, 0);
 			ck_pr_store_32(&ph->cursor[g].owner, SHMQ_OWNER_NONE);
 			ck_pr_store_32(&ph->cursor[g].prev, SHMQ_OWNER_NONE);
+			ck_pr_store_64(&ph->cursor[g].redo[0], SHMQ_POS_NONE);
+			ck_pr_store_64(&ph->cursor[g].redo[1], SHMQ_POS_NONE);
 		}
 		/* Name and cursors before the state that makes producers look. */
 		ck_pr_fence_store();
@@ -568,6 +570,51 @@ int shmq_consumer_assignment(shmq_consumer_t *c, uint32_t *parts, uint32_t max)
 	return (int)n;
 }
 
+/*
+ * SHARED groups: a message shmqd put back for delivery again (reap.c),
+ * taken by a CAS on its slot, our hold published first so that the ring
+ * keeps it (the CAS is the barrier, as for the cursor).  Returns 0 with *v
+ * and *count, SHMQ_TAKE_DISK_TAKEN (taken; below the tail of a spilling
+ * topic: read it from disk), -EAGAIN (none), SHMQ_ECORRUPT.
+ */
+static int take_redo(struct shmq_consumer *c, uint32_t p,
+		     struct shmq_frame_view *v, uint32_t *count)
+{
+	struct shmq_map *m = c->map;
+	struct shmq_part_header *ph = shmq__part(m, p);
+	struct shmq_cursor *cur = &ph->cursor[c->group];
+	uint64_t *hold = &ph->hold[c->member];
+	uint32_t k;
+
+	for (k = 0; k < 2; k++) {
+		uint64_t x = ck_pr_load_64(&cur->redo[k]);
+		uint32_t n;
+
+		if (x == SHMQ_POS_NONE)
+			continue;
+		n = ck_pr_load_32(&cur->redo_count[k]);
+		ck_pr_store_64(hold, x);
+		if (!ck_pr_cas_64(&cur->redo[k], x, SHMQ_POS_NONE)) {
+			ck_pr_store_64(hold, SHMQ_POS_NONE);
+			continue;
+		}
+		*count = n;
+		if (m->geo.spill_mode != SHMQ_SPILL_OFF &&
+		    (int64_t)(x - shmq__ring_tail(m, p)) < 0) {
+			ck_pr_store_64(hold, SHMQ_POS_NONE);
+			v->pos = x;
+			return SHMQ_TAKE_DISK_TAKEN;
+		}
+		if (shmq__frame_decode(shmq__ring(m, p), m->geo.ring_bytes, x,
+				       shmq__max_frame(m), v) != SHMQ_FRAME_OK || v->pad) {
+			ck_pr_store_64(hold, SHMQ_POS_NONE);
+			return SHMQ_ECORRUPT;
+		}
+		return 0;
+	}
+	return -EAGAIN;
+}
+
 /* One look at every partition, starting after the last one served. */
 static int try_all(struct shmq_consumer *c, struct shmq_msg *msg)
 {
@@ -580,6 +627,7 @@ static int try_all(struct shmq_consumer *c, struct shmq_msg *msg)
 		int rc;
 
 		bool from_disk = false;
+		uint32_t count = 1;
 		int tries = 0;
 
 		if (c->broken[p])
@@ -594,7 +642,12 @@ static int try_all(struct shmq_consumer *c, struct shmq_msg *msg)
 				continue;
 		}
 again:
-		rc = shmq__ring_take(m, p, c->group, c->member, &v);
+		count = 1;
+		rc = -EAGAIN;
+		if (!c->partitioned)
+			rc = take_redo(c, p, &v, &count);
+		if (rc == -EAGAIN)
+			rc = shmq__ring_take(m, p, c->group, c->member, &v);
 		if (rc == SHMQ_TAKE_DISK || rc == SHMQ_TAKE_DISK_TAKEN) {
 			bool taken = rc == SHMQ_TAKE_DISK_TAKEN;
 			uint64_t x = v.pos;
@@ -623,6 +676,8 @@ again:
 		}
 		c->held = from_disk ? -1 : (int)p;
 		c->disk_reads += from_disk;
+		ck_pr_store_32(&c->slot->held_count, count);
+		msg->delivery_count = count;
 		c->rr = p + 1 < n ? p + 1 : 0;
 		msg->key = v.key;
 		msg->key_len = v.key_len;

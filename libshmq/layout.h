@@ -58,7 +58,7 @@
 
 #include "shmq.h"
 
-#define SHMQ_LAYOUT_VERSION 4u
+#define SHMQ_LAYOUT_VERSION 5u
 #define SHMQ_SEG_MAGIC	    0x31676573716d6873ull /* "shmqseg1" */
 #define SHMQ_SEG_READY	    0x59444145u		  /* "EADY" */
 
@@ -197,7 +197,8 @@ struct shmq_member_slot {
 	 * ring does not hold it), or SHMQ_POS_NONE.
 	 */
 	uint64_t disk_hold;
-	uint8_t reserved[64 - 32];
+	uint32_t held_count; /* delivery number of the message it holds */
+	uint8_t reserved[64 - 36];
 };
 _Static_assert(sizeof(struct shmq_member_slot) == 64, "member slot");
 
@@ -215,7 +216,14 @@ struct shmq_cursor {
 	uint64_t committed; /* committed position */
 	uint32_t owner;	    /* PARTITIONED: SHMQ_OWNER_* or a member index */
 	uint32_t prev;	    /* PARTITIONED: the owner before, while PENDING */
-	uint8_t reserved[SHMQ_CACHELINE - 24];
+	/*
+	 * SHARED: messages a dead member had taken and not released, to be
+	 * handed out again (position, or SHMQ_POS_NONE) with the number of
+	 * the delivery they will be.  Written by shmqd, taken by members.
+	 */
+	uint64_t redo[2];
+	uint32_t redo_count[2];
+	uint8_t reserved[SHMQ_CACHELINE - 48];
 };
 _Static_assert(sizeof(struct shmq_cursor) == SHMQ_CACHELINE, "cursor");
 

@@ -168,6 +168,63 @@ static void free_member_slot(struct shmq_map *m, uint32_t i)
 	ck_pr_store_32(&s->owner.pid, 0);
 }
 
+/* Put x of partition p back for group g's members, as delivery `count`. */
+static bool put_back(struct shmq_map *m, uint32_t p, uint32_t g, uint64_t x,
+		     uint32_t count)
+{
+	struct shmq_cursor *cur = &shmq__part(m, p)->cursor[g];
+	uint32_t k;
+
+	for (k = 0; k < 2; k++) {
+		uint64_t r = ck_pr_load_64(&cur->redo[k]);
+
+		if (r == x)
+			return true; /* already there */
+		if (r != SHMQ_POS_NONE)
+			continue;
+		/* The count before the position that makes members look. */
+		ck_pr_store_32(&cur->redo_count[k], count);
+		ck_pr_fence_store();
+		ck_pr_store_64(&cur->redo[k], x);
+		return true;
+	}
+	return false;
+}
+
+/*
+ * A dead member of a SHARED group: what it had taken and not released
+ * (its holds past the group's cursor, and a message it read from disk) is
+ * put back for the other members, before its holds go, so that the ring
+ * keeps it meanwhile.  Returns false when a partition's two slots are full:
+ * the member's slot is kept, and this is tried again on a later pass.
+ */
+static bool put_back_held(struct shmq_map *m, uint32_t i, uint32_t g)
+{
+	struct shmq_member_slot *s = shmq__member_slot(m, i);
+	uint32_t count = ck_pr_load_32(&s->held_count) + 1;
+	uint64_t x;
+	uint32_t p;
+
+	if (count < 2)
+		count = 2;
+	for (p = 0; p < m->geo.partitions; p++) {
+		struct shmq_part_header *ph = shmq__part(m, p);
+
+		x = ck_pr_load_64(&ph->hold[i]);
+		/* Taken only if the group's cursor passed it. */
+		if (x == SHMQ_POS_NONE || !pos_before(x, ck_pr_load_64(&ph->cursor[g].next)))
+			continue;
+		if (!put_back(m, p, g, x, count))
+			return false;
+	}
+	x = ck_pr_load_64(&s->disk_hold);
+	p = ck_pr_load_32(&s->disk_part);
+	if (x != SHMQ_POS_NONE && p < m->geo.partitions &&
+	    !put_back(m, p, g, x, count))
+		return false;
+	return true;
+}
+
 /* Revoke a live producer's claim: keep its bytes out of reuse, pad it. */
 static bool revoke(struct shmq_map *m, struct shmq_producer_slot *s,
 		   uint32_t part, uint64_t pos, uint32_t len)
@@ -335,6 +392,8 @@ void shmq__reap_topic(struct shmq_map *m, struct shmq_reap_state *st,
 			free_member_slot(m, i);
 			shmq__seg_unlock(m);
 		} else {
+			if (g < SHMQ_MAX_GROUPS && !put_back_held(m, i, g))
+				continue; /* no room to put it back yet */
 			free_member_slot(m, i);
 		}
 		stats->dead_members++;

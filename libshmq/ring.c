@@ -205,6 +205,13 @@ static int horizon_of(struct shmq_map *m, uint32_t part, uint32_t g,
 		 * topic (it holds at `spilled`, below), or garbage on one that
 		 * does not, which that group's members report when they take.
 		 */
+		/* Messages waiting to be delivered again hold like holds. */
+		for (uint32_t k = 0; k < 2; k++) {
+			uint64_t r = ck_pr_load_64(&ph->cursor[i].redo[k]);
+
+			if (r != SHMQ_POS_NONE && head - r <= cap && pos_before(r, h))
+				h = r;
+		}
 		if (n == SHMQ_POS_NONE || pos_before(head, n))
 			continue;
 		if (head - n > cap && !spilling)
