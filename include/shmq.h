@@ -503,6 +503,18 @@ SHMQ_API int shmq_consumer_poll(shmq_consumer_t *consumer,
 SHMQ_API int shmq_consumer_assignment(shmq_consumer_t *consumer,
 				      uint32_t *parts, uint32_t max);
 
+/*
+ * Give the held message (the one the last poll returned) back: it was not
+ * processed.  In a SHARED group it goes to the group again (to any member,
+ * this one included), its delivery_count one higher.  In a PARTITIONED
+ * group the partition's position moves back to it, so it comes next (the
+ * count is not kept there).  Either way it is released from this member.
+ * Returns 0, -EINVAL (nothing held), -EBUSY (SHARED: two messages of that
+ * partition already wait to be delivered again; the message stays held:
+ * retry later, or release it), SHMQ_EDELETED.
+ */
+SHMQ_API int shmq_consumer_nack(shmq_consumer_t *consumer);
+
 /* Release the held message, if any.  Never blocks. */
 SHMQ_API void shmq_consumer_release(shmq_consumer_t *consumer);
 

@@ -590,8 +590,9 @@ static int take_redo(struct shmq_consumer *c, uint32_t p,
 		uint64_t x = ck_pr_load_64(&cur->redo[k]);
 		uint32_t n;
 
-		if (x == SHMQ_POS_NONE)
+		if (x == SHMQ_POS_NONE || x == SHMQ_REDO_FILLING)
 			continue;
+		ck_pr_fence_load(); /* the position before its count (group.c) */
 		n = ck_pr_load_32(&cur->redo_count[k]);
 		ck_pr_store_64(hold, x);
 		if (!ck_pr_cas_64(&cur->redo[k], x, SHMQ_POS_NONE)) {
@@ -761,6 +762,41 @@ int shmq_consumer_poll(shmq_consumer_t *c, struct shmq_msg *msg, int timeout_ms)
 			spins = 0;
 		}
 	}
+}
+
+int shmq_consumer_nack(shmq_consumer_t *c)
+{
+	struct shmq_map *m;
+	uint64_t x;
+	uint32_t p, count;
+	int rc;
+
+	if (!c)
+		return -EINVAL;
+	m = c->map;
+	if (ck_pr_load_32(&m->hdr->deleted))
+		return SHMQ_EDELETED;
+	if (c->held >= 0) {
+		p = (uint32_t)c->held;
+		x = ck_pr_load_64(&shmq__part(m, p)->hold[c->member]);
+	} else {
+		x = ck_pr_load_64(&c->slot->disk_hold);
+		p = ck_pr_load_32(&c->slot->disk_part);
+	}
+	if (x == SHMQ_POS_NONE || p >= m->geo.partitions)
+		return -EINVAL;
+	if (c->partitioned) {
+		/* Back to it: the owner's next poll delivers it again. */
+		shmq_consumer_release(c);
+		rc = seek_one(c, p, x);
+		return rc;
+	}
+	count = ck_pr_load_32(&c->slot->held_count) + 1;
+	/* Still held here, so the ring keeps it until a member takes it. */
+	if (!shmq__group_put_back(m, p, c->group, x, count < 2 ? 2 : count))
+		return -EBUSY;
+	shmq_consumer_release(c);
+	return 0;
 }
 
 int shmq_consumer_commit(shmq_consumer_t *c)

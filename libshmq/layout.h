@@ -101,6 +101,9 @@ _Static_assert(offsetof(struct shmq_frame, timestamp_ns) == 24, "timestamp");
  */
 #define SHMQ_FRAME_GAP 0x1u
 
+/* A redo slot being filled (group.c): not a position yet. */
+#define SHMQ_REDO_FILLING (UINT64_MAX - 1)
+
 /* A position no frame has: "no claim", "no hold". */
 #define SHMQ_POS_NONE UINT64_MAX
 
@@ -221,7 +224,7 @@ struct shmq_cursor {
 	 * handed out again (position, or SHMQ_POS_NONE) with the number of
 	 * the delivery they will be.  Written by shmqd, taken by members.
 	 */
-	uint64_t redo[2];
+	uint64_t redo[2];	/* or SHMQ_REDO_FILLING while being written */
 	uint32_t redo_count[2];
 	uint8_t reserved[SHMQ_CACHELINE - 48];
 };

@@ -168,29 +168,6 @@ static void free_member_slot(struct shmq_map *m, uint32_t i)
 	ck_pr_store_32(&s->owner.pid, 0);
 }
 
-/* Put x of partition p back for group g's members, as delivery `count`. */
-static bool put_back(struct shmq_map *m, uint32_t p, uint32_t g, uint64_t x,
-		     uint32_t count)
-{
-	struct shmq_cursor *cur = &shmq__part(m, p)->cursor[g];
-	uint32_t k;
-
-	for (k = 0; k < 2; k++) {
-		uint64_t r = ck_pr_load_64(&cur->redo[k]);
-
-		if (r == x)
-			return true; /* already there */
-		if (r != SHMQ_POS_NONE)
-			continue;
-		/* The count before the position that makes members look. */
-		ck_pr_store_32(&cur->redo_count[k], count);
-		ck_pr_fence_store();
-		ck_pr_store_64(&cur->redo[k], x);
-		return true;
-	}
-	return false;
-}
-
 /*
  * A dead member of a SHARED group: what it had taken and not released
  * (its holds past the group's cursor, and a message it read from disk) is
@@ -214,13 +191,13 @@ static bool put_back_held(struct shmq_map *m, uint32_t i, uint32_t g)
 		/* Taken only if the group's cursor passed it. */
 		if (x == SHMQ_POS_NONE || !pos_before(x, ck_pr_load_64(&ph->cursor[g].next)))
 			continue;
-		if (!put_back(m, p, g, x, count))
+		if (!shmq__group_put_back(m, p, g, x, count))
 			return false;
 	}
 	x = ck_pr_load_64(&s->disk_hold);
 	p = ck_pr_load_32(&s->disk_part);
 	if (x != SHMQ_POS_NONE && p < m->geo.partitions &&
-	    !put_back(m, p, g, x, count))
+	    !shmq__group_put_back(m, p, g, x, count))
 		return false;
 	return true;
 }

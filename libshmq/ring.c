@@ -209,7 +209,8 @@ static int horizon_of(struct shmq_map *m, uint32_t part, uint32_t g,
 		for (uint32_t k = 0; k < 2; k++) {
 			uint64_t r = ck_pr_load_64(&ph->cursor[i].redo[k]);
 
-			if (r != SHMQ_POS_NONE && head - r <= cap && pos_before(r, h))
+			if (r != SHMQ_POS_NONE && r != SHMQ_REDO_FILLING &&
+			    head - r <= cap && pos_before(r, h))
 				h = r;
 		}
 		if (n == SHMQ_POS_NONE || pos_before(head, n))

@@ -395,6 +395,15 @@ void shmq__seg_unlock(struct shmq_map *m);
 void shmq__group_rebalance(struct shmq_map *m, uint32_t g, uint32_t gone);
 
 /*
+ * SHARED groups: put the message at x of partition p back for group g's
+ * members, as delivery number `count` (one of two slots per group and
+ * partition).  The caller still holds x, so the ring keeps it until a member
+ * takes it.  Returns false when both slots are in use.
+ */
+bool shmq__group_put_back(struct shmq_map *m, uint32_t p, uint32_t g,
+			  uint64_t x, uint32_t count);
+
+/*
  * member, the previous owner of partition p, lets go of it (it holds
  * nothing of p any more): clear the new owner's PENDING.  Returns whether
  * there was anything to let go.  Under the registration mutex.

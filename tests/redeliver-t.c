@@ -5,6 +5,8 @@
  * (before its next poll).  shmqd notices the death and puts the message
  * back; another member of the group receives it, with delivery_count 2,
  * while every other message is delivered once, with delivery_count 1.
+ * A member's nack gives a message back the same way (shared) or moves the
+ * partition back to it (partitioned).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -47,7 +49,7 @@ int main(void)
 	pid_t d;
 
 	tu_init(60);
-	plan(3);
+	plan(6);
 	tu_make_dir("redeliver", dir, sizeof(dir));
 	d = tu_shmqd_start(dir, NULL);
 	if (shmq_open(dir, NULL, &cl))
@@ -136,6 +138,58 @@ int main(void)
 		if (!badcount)
 			counts_ok++;
 	}
+	/* nack: the message comes back, its count one higher each time. */
+	{
+		struct shmq_consumer_opts o = SHMQ_CONSUMER_OPTS_INIT;
+		shmq_consumer_t *n;
+		struct shmq_msg m;
+		uint32_t v, first = 0, got[4] = { 0 }, cnt[4] = { 0 };
+		int i, rc, okn = 1;
+
+		o.from = SHMQ_FROM_LATEST;
+		if (shmq_consumer_open(cl, "work", "nacker", &o, &n))
+			bail("nacker: %s", shmq_errdetail());
+		for (v = 1000; v < 1002; v++)
+			if (shmq_send(p, 0, NULL, 0, &v, sizeof(v), 1000, NULL) < 0)
+				bail("send");
+		for (i = 0; i < 4; i++) {
+			rc = shmq_consumer_poll(n, &m, 1000);
+			if (rc) {
+				okn = 0;
+				break;
+			}
+			memcpy(&got[i], m.value, sizeof(v));
+			cnt[i] = m.delivery_count;
+			if (i == 0)
+				first = got[0];
+			if (i < 2 && shmq_consumer_nack(n) != 0)
+				okn = 0;
+		}
+		ok(okn && first == 1000 && got[1] == 1000 && got[2] == 1000 && got[3] == 1001 &&
+		   cnt[0] == 1 && cnt[1] == 2 && cnt[2] == 3 && cnt[3] == 1,
+		   "nack in a shared group: the message comes back with delivery_count 2, 3, then the next one (%u/%u %u/%u %u/%u %u/%u)",
+		   got[0], cnt[0], got[1], cnt[1], got[2], cnt[2], got[3], cnt[3]);
+		shmq_consumer_close(n);
+
+		o.mode = SHMQ_GROUP_PARTITIONED;
+		if (shmq_consumer_open(cl, "work", "pnacker", &o, &n))
+			bail("pnacker: %s", shmq_errdetail());
+		v = 2000;
+		if (shmq_send(p, 0, NULL, 0, &v, sizeof(v), 1000, NULL) < 0)
+			bail("send");
+		rc = shmq_consumer_poll(n, &m, 1000);
+		if (rc == 0)
+			rc = shmq_consumer_nack(n);
+		if (rc == 0)
+			rc = shmq_consumer_poll(n, &m, 1000);
+		if (rc == 0)
+			memcpy(&v, m.value, sizeof(v));
+		ok(rc == 0 && v == 2000, "nack in a partitioned group: the same message comes next");
+		is_int(shmq_consumer_nack(n) == 0 ? shmq_consumer_nack(n) : -1, -EINVAL,
+		       "nack with nothing held: -EINVAL");
+		shmq_consumer_close(n);
+	}
+
 	ok(seen_twice_ok == ROUNDS,
 	   "the message a killed member held went to the other member, %d of %d rounds (slowest %.1f ms)",
 	   seen_twice_ok, ROUNDS, (double)worst / 1e6);
