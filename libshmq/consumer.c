@@ -607,9 +607,14 @@ static int take_redo(struct shmq_consumer *c, uint32_t p,
 			return SHMQ_TAKE_DISK_TAKEN;
 		}
 		if (shmq__frame_decode(shmq__ring(m, p), m->geo.ring_bytes, x,
-				       shmq__max_frame(m), v) != SHMQ_FRAME_OK || v->pad) {
+				       shmq__max_frame(m), v) != SHMQ_FRAME_OK) {
 			ck_pr_store_64(hold, SHMQ_POS_NONE);
 			return SHMQ_ECORRUPT;
+		}
+		if (v->pad) {
+			/* A member that died in the middle of skipping padding. */
+			ck_pr_store_64(hold, SHMQ_POS_NONE);
+			continue;
 		}
 		return 0;
 	}

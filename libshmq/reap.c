@@ -188,7 +188,8 @@ static bool put_back_held(struct shmq_map *m, uint32_t i, uint32_t g)
 		struct shmq_part_header *ph = shmq__part(m, p);
 
 		x = ck_pr_load_64(&ph->hold[i]);
-		/* Taken only if the group's cursor passed it. */
+		/* Taken only if the group's cursor passed it (padding is
+		 * skipped by whoever takes it back). */
 		if (x == SHMQ_POS_NONE || !pos_before(x, ck_pr_load_64(&ph->cursor[g].next)))
 			continue;
 		if (!shmq__group_put_back(m, p, g, x, count))
