@@ -435,6 +435,16 @@ struct shmq_consumer_opts {
 	 * at least once.
 	 */
 	uint32_t auto_commit_ms;
+	/*
+	 * SHARED groups: a message about to be delivered for the
+	 * (max_deliveries + 1)th time (it was given back or held by dying
+	 * members that often) goes to dead_letter_topic instead, as a dead
+	 * letter (see shmq_dead_letter_parse), and is not delivered.  0 = no
+	 * limit.  The topic must exist; when it does not, or the send fails,
+	 * the message is delivered after all (nothing is lost).
+	 */
+	uint32_t max_deliveries;
+	const char *dead_letter_topic;
 };
 #define SHMQ_CONSUMER_BUSY_POLL 0x1u
 #define SHMQ_CONSUMER_OPTS_INIT                                                \
@@ -514,6 +524,33 @@ SHMQ_API int shmq_consumer_assignment(shmq_consumer_t *consumer,
  * retry later, or release it), SHMQ_EDELETED.
  */
 SHMQ_API int shmq_consumer_nack(shmq_consumer_t *consumer);
+
+/*
+ * A dead letter, as shmq sends it to a dead-letter topic: its key is the
+ * original key; its value starts with this header (little-endian), then
+ * the original topic's name (topic_len bytes), then the original value.
+ */
+#define SHMQ_DEAD_LETTER_MAGIC 0x6c64716du /* "mqdl" */
+
+struct shmq_dead_letter {
+	uint32_t magic;		 /* SHMQ_DEAD_LETTER_MAGIC */
+	uint32_t partition;	 /* in the original topic */
+	uint64_t offset;	 /* in that partition */
+	uint64_t timestamp_ns;	 /* of the original message */
+	uint32_t delivery_count; /* deliveries before it was given up */
+	uint32_t topic_len;
+	/* topic name, then the value */
+};
+
+/*
+ * Read a dead letter received from a dead-letter topic: fills *info and
+ * points *topic (topic_len bytes, not NUL-terminated) and *value into msg's
+ * value.  Returns 0, or -EINVAL when msg is not a dead letter.
+ */
+SHMQ_API int shmq_dead_letter_parse(const struct shmq_msg *msg,
+				    struct shmq_dead_letter *info,
+				    const char **topic, const void **value,
+				    size_t *value_len);
 
 /* Release the held message, if any.  Never blocks. */
 SHMQ_API void shmq_consumer_release(shmq_consumer_t *consumer);

@@ -67,6 +67,9 @@ struct shmq_consumer {
 	void (*on_rebalance)(void *arg, const uint32_t *parts, uint32_t n);
 	void *on_rebalance_arg;
 	uint64_t auto_commit_ns; /* 0: off */
+	uint32_t max_deliveries; /* 0: no limit */
+	char dlq[SHMQ_NAME_MAX + 1];
+	shmq_producer_t *dlq_producer; /* opened when first needed */
 	uint64_t next_commit_ns;
 };
 
@@ -300,6 +303,14 @@ int shmq_consumer_open(shmq_client_t *client, const char *topic,
 	}
 	if (OPT_HAS(opts, auto_commit_ms) && opts->auto_commit_ms)
 		c->auto_commit_ns = (uint64_t)opts->auto_commit_ms * 1000000;
+	if (OPT_HAS(opts, dead_letter_topic) && opts->max_deliveries) {
+		if (!opts->dead_letter_topic || !shmq__name_valid(opts->dead_letter_topic)) {
+			rc = shmq__fail(-EINVAL, "max_deliveries needs a valid dead_letter_topic");
+			goto fail;
+		}
+		c->max_deliveries = opts->max_deliveries;
+		strncpy(c->dlq, opts->dead_letter_topic, SHMQ_NAME_MAX);
+	}
 	if (mode < SHMQ_GROUP_DEFAULT || mode > SHMQ_GROUP_PARTITIONED) {
 		rc = shmq__fail(-EINVAL, "bad group mode %d", mode);
 		goto fail;
@@ -391,6 +402,7 @@ void shmq_consumer_close(shmq_consumer_t *c)
 	} else {
 		free_member_slot(c->map, c->member);
 	}
+	shmq_producer_close(c->dlq_producer);
 	free_readers(c);
 	shmq__topic_put(c->client, c->map);
 	free(c);
@@ -621,6 +633,60 @@ static int take_redo(struct shmq_consumer *c, uint32_t p,
 	return -EAGAIN;
 }
 
+/*
+ * Send the message in *v (partition p, delivered `count - 1` times) to the
+ * member's dead-letter topic.  Returns 0 when it went there.
+ */
+static int dead_letter(struct shmq_consumer *c, uint32_t p,
+		       const struct shmq_frame_view *v, uint32_t count)
+{
+	struct shmq_dead_letter h;
+	struct shmq_claim cl;
+	size_t tlen = strlen(c->map->name);
+	uint8_t *out;
+	int rc;
+
+	if (!c->dlq_producer &&
+	    shmq_producer_open(c->client, c->dlq, NULL, &c->dlq_producer))
+		return -ENOENT;
+	h.magic = SHMQ_DEAD_LETTER_MAGIC;
+	h.partition = p;
+	h.offset = v->pos;
+	h.timestamp_ns = v->timestamp_ns;
+	h.delivery_count = count - 1;
+	h.topic_len = (uint32_t)tlen;
+	rc = shmq_producer_claim(c->dlq_producer, SHMQ_PARTITION_ANY, v->key,
+				 v->key_len, sizeof(h) + tlen + v->value_len, 0, &cl);
+	if (rc < 0)
+		return rc;
+	out = cl.value;
+	memcpy(out, &h, sizeof(h));
+	memcpy(out + sizeof(h), c->map->name, tlen);
+	memcpy(out + sizeof(h) + tlen, v->value, v->value_len);
+	return shmq_producer_commit(c->dlq_producer);
+}
+
+int shmq_dead_letter_parse(const struct shmq_msg *msg, struct shmq_dead_letter *info,
+			   const char **topic, const void **value, size_t *value_len)
+{
+	const uint8_t *b;
+
+	if (!msg || !info || msg->value_len < sizeof(*info))
+		return -EINVAL;
+	b = msg->value;
+	memcpy(info, b, sizeof(*info));
+	if (info->magic != SHMQ_DEAD_LETTER_MAGIC ||
+	    info->topic_len > msg->value_len - sizeof(*info))
+		return -EINVAL;
+	if (topic)
+		*topic = (const char *)b + sizeof(*info);
+	if (value)
+		*value = b + sizeof(*info) + info->topic_len;
+	if (value_len)
+		*value_len = msg->value_len - sizeof(*info) - info->topic_len;
+	return 0;
+}
+
 /* One look at every partition, starting after the last one served. */
 static int try_all(struct shmq_consumer *c, struct shmq_msg *msg)
 {
@@ -679,6 +745,15 @@ again:
 			msg->partition = p;
 			return shmq__fail(rc, "topic %s partition %u failed a consistency check",
 					  m->name, p);
+		}
+		if (c->max_deliveries && count > c->max_deliveries &&
+		    dead_letter(c, p, &v, count) == 0) {
+			/* Given up on: not delivered; let go of it, go on. */
+			c->held = from_disk ? -1 : (int)p;
+			shmq_consumer_release(c);
+			if (++tries < 1024)
+				goto again;
+			continue;
 		}
 		c->held = from_disk ? -1 : (int)p;
 		c->disk_reads += from_disk;

@@ -49,7 +49,7 @@ int main(void)
 	pid_t d;
 
 	tu_init(60);
-	plan(6);
+	plan(8);
 	tu_make_dir("redeliver", dir, sizeof(dir));
 	d = tu_shmqd_start(dir, NULL);
 	if (shmq_open(dir, NULL, &cl))
@@ -188,6 +188,64 @@ int main(void)
 		is_int(shmq_consumer_nack(n) == 0 ? shmq_consumer_nack(n) : -1, -EINVAL,
 		       "nack with nothing held: -EINVAL");
 		shmq_consumer_close(n);
+	}
+
+	/* Dead letters: given back too often, a message goes to the DLQ. */
+	{
+		struct shmq_consumer_opts o = SHMQ_CONSUMER_OPTS_INIT;
+		struct shmq_topic_opts dto = SHMQ_TOPIC_OPTS_INIT;
+		struct shmq_dead_letter dl;
+		shmq_consumer_t *n, *r;
+		struct shmq_msg m;
+		const char *topic = NULL;
+		const void *val = NULL;
+		size_t vlen = 0;
+		uint64_t off = 0;
+		uint32_t v = 3000, got = 0, counts[3] = { 0 };
+		int i, rc = 0;
+
+		dto.ring_bytes = 64 << 10;
+		if (shmq_topic_create(cl, "work.dlq", &dto))
+			bail("create dlq: %s", shmq_errdetail());
+		o.from = SHMQ_FROM_LATEST;
+		o.max_deliveries = 2;
+		o.dead_letter_topic = "work.dlq";
+		if (shmq_consumer_open(cl, "work", "dl", &o, &n))
+			bail("dl: %s", shmq_errdetail());
+		if (shmq_send(p, 0, NULL, 0, &v, sizeof(v), 1000, &off) < 0)
+			bail("send");
+		for (i = 0; i < 2 && rc == 0; i++) {
+			rc = shmq_consumer_poll(n, &m, 1000);
+			if (rc == 0) {
+				counts[i] = m.delivery_count;
+				rc = shmq_consumer_nack(n);
+			}
+		}
+		v = 3001;
+		if (shmq_send(p, 0, NULL, 0, &v, sizeof(v), 1000, NULL) < 0)
+			bail("send");
+		rc = shmq_consumer_poll(n, &m, 1000);
+		if (rc == 0)
+			memcpy(&got, m.value, sizeof(got));
+		ok(rc == 0 && counts[0] == 1 && counts[1] == 2 && got == 3001,
+		   "max_deliveries 2: after two deliveries the message is not delivered a third time (next: %u)",
+		   got);
+		shmq_consumer_close(n);
+
+		o.max_deliveries = 0;
+		o.from = SHMQ_FROM_EARLIEST;
+		if (shmq_consumer_open(cl, "work.dlq", "dlr", &o, &r))
+			bail("dlr: %s", shmq_errdetail());
+		rc = shmq_consumer_poll(r, &m, 1000);
+		if (rc == 0)
+			rc = shmq_dead_letter_parse(&m, &dl, &topic, &val, &vlen);
+		if (rc == 0 && vlen == sizeof(v))
+			memcpy(&v, val, sizeof(v));
+		ok(rc == 0 && dl.partition == 0 && dl.offset == off && dl.delivery_count == 2 &&
+		   dl.topic_len == 4 && !memcmp(topic, "work", 4) && vlen == sizeof(v) &&
+		   v == 3000,
+		   "it is in the dead-letter topic with its topic, partition, offset, count and value");
+		shmq_consumer_close(r);
 	}
 
 	ok(seen_twice_ok == ROUNDS,
