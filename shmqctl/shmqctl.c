@@ -361,6 +361,58 @@ static int64_t now_ms(void)
  * create
  */
 
+/* The words an option takes, and what each means. */
+struct word {
+	const char *name;
+	int value;
+};
+
+static const struct word full_words[] = {
+	{ "spill", SHMQ_FULL_SPILL }, { "block", SHMQ_FULL_BLOCK },
+	{ "fail", SHMQ_FULL_FAIL }, { NULL, 0 },
+};
+
+static const struct word spill_words[] = {
+	{ "off", SHMQ_SPILL_OFF }, { "overflow", SHMQ_SPILL_OVERFLOW },
+	{ "always", SHMQ_SPILL_ALWAYS }, { NULL, 0 },
+};
+
+static const struct word mode_words[] = {
+	{ "shared", SHMQ_GROUP_SHARED }, { "partitioned", SHMQ_GROUP_PARTITIONED },
+	{ NULL, 0 },
+};
+
+/* Set *out from arg, one of words; a usage error (naming them) if not. */
+static int parse_word(const struct command *cmd, const char *opt, const char *arg,
+		      const struct word *words, int *out)
+{
+	char list[128] = "";
+	size_t i, len = 0;
+
+	for (i = 0; words[i].name; i++) {
+		if (!strcmp(arg, words[i].name)) {
+			*out = words[i].value;
+			return 0;
+		}
+		len += (size_t)snprintf(list + len, sizeof(list) - len, "%s'%s'",
+					i ? ", " : "", words[i].name);
+		if (len >= sizeof(list))
+			len = sizeof(list) - 1;
+	}
+	return usage_error(cmd, "%s: '%s' is not one of %s", opt, arg, list);
+}
+
+/* The word for value, or "?". */
+static const char *word_of(const struct word *words, int value)
+{
+	size_t i;
+
+	for (i = 0; words[i].name; i++)
+		if (words[i].value == value)
+			return words[i].name;
+	return "?";
+}
+
 static int cmd_create(const struct command *cmd, int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -417,26 +469,14 @@ static int cmd_create(const struct command *cmd, int argc, char **argv)
 			to.max_message = (uint32_t)v;
 			break;
 		case OPT_FULL:
-			if (!strcmp(optarg, "block"))
-				to.full_policy = SHMQ_FULL_BLOCK;
-			else if (!strcmp(optarg, "fail"))
-				to.full_policy = SHMQ_FULL_FAIL;
-			else if (!strcmp(optarg, "spill"))
-				to.full_policy = SHMQ_FULL_SPILL;
-			else
-				return usage_error(cmd, "--full: '%s' is not 'spill', 'block' or 'fail'",
-						   optarg);
+			rc = parse_word(cmd, "--full", optarg, full_words, &to.full_policy);
+			if (rc)
+				return rc;
 			break;
 		case OPT_SPILL:
-			if (!strcmp(optarg, "off"))
-				to.spill = SHMQ_SPILL_OFF;
-			else if (!strcmp(optarg, "overflow"))
-				to.spill = SHMQ_SPILL_OVERFLOW;
-			else if (!strcmp(optarg, "always"))
-				to.spill = SHMQ_SPILL_ALWAYS;
-			else
-				return usage_error(cmd, "--spill: '%s' is not 'off', 'overflow' or 'always'",
-						   optarg);
+			rc = parse_word(cmd, "--spill", optarg, spill_words, &to.spill);
+			if (rc)
+				return rc;
 			break;
 		case OPT_RETAIN_BYTES:
 			if (!parse_size(optarg, &v))
@@ -684,10 +724,7 @@ static int print_topic_stat(const struct shmq_topic_stat *st)
 
 	fmt_size(ring, sizeof(ring), st->ring_bytes);
 	fmt_size(maxmsg, sizeof(maxmsg), st->max_message);
-	policy = st->full_policy == SHMQ_FULL_BLOCK ? "block" :
-		 st->full_policy == SHMQ_FULL_FAIL  ? "fail" :
-		 st->full_policy == SHMQ_FULL_SPILL ? "spill" :
-						      "?";
+	policy = word_of(full_words, st->full_policy);
 	if (st->numa_node < 0)
 		snprintf(numa, sizeof(numa), "-");
 	else
@@ -695,8 +732,7 @@ static int print_topic_stat(const struct shmq_topic_stat *st)
 	printf("topic %s: %" PRIu32 " partition%s, ring %s, max message %s, full %s, spill %s, numa %s, producers %" PRIu32 "\n",
 	       st->name, st->partition_count,
 	       st->partition_count == 1 ? "" : "s", ring, maxmsg, policy,
-	       st->spill == SHMQ_SPILL_ALWAYS ? "always" :
-	       st->spill == SHMQ_SPILL_OVERFLOW ? "overflow" : "off",
+	       word_of(spill_words, st->spill),
 	       numa, st->producers);
 
 	if (add_row(&parts))
@@ -826,7 +862,7 @@ static int print_groups(const struct shmq_topic_stat *st)
 			lag += gs->partitions[p].lag_bytes;
 		printf("topic %s group %s: %s, %" PRIu32 " member%s, lag %" PRIu64 " bytes",
 		       st->name, gs->name,
-		       gs->mode == SHMQ_GROUP_PARTITIONED ? "partitioned" : "shared",
+		       word_of(mode_words, gs->mode),
 		       gs->members, gs->members == 1 ? "" : "s", lag);
 		if (gs->mode == SHMQ_GROUP_PARTITIONED)
 			printf(", generation %" PRIu32, gs->generation);
@@ -1168,13 +1204,9 @@ static int cmd_consume(const struct command *cmd, int argc, char **argv)
 			}
 			break;
 		case OPT_MODE_GROUP:
-			if (!strcmp(optarg, "shared"))
-				co.mode = SHMQ_GROUP_SHARED;
-			else if (!strcmp(optarg, "partitioned"))
-				co.mode = SHMQ_GROUP_PARTITIONED;
-			else
-				return usage_error(cmd, "--mode: '%s' is neither 'shared' nor 'partitioned'",
-						   optarg);
+			rc = parse_word(cmd, "--mode", optarg, mode_words, &co.mode);
+			if (rc)
+				return rc;
 			break;
 		case OPT_COUNT:
 			if (!parse_u64_range(optarg, 1, UINT64_MAX, &count))
