@@ -237,6 +237,11 @@ struct shmq_group_stat {
 	int mode;	  /* enum shmq_group_mode */
 	uint32_t generation; /* PARTITIONED: bumped by every rebalance */
 	uint32_t members; /* consumer handles in the group */
+	/* SHARED: delivery again (see shmq_consumer_nack, ack_timeout_ms). */
+	uint32_t parked;	/* messages waiting to be delivered again */
+	uint64_t redelivered;	/* deliveries with a delivery_count above 1 */
+	uint64_t expired;	/* messages held past an ack timeout */
+	uint64_t dead_lettered; /* messages sent to a dead-letter topic */
 	struct shmq_member_stat *member; /* [members] */
 	struct shmq_group_partition_stat *partitions; /* [partition_count] */
 };
@@ -445,8 +450,25 @@ struct shmq_consumer_opts {
 	 */
 	uint32_t max_deliveries;
 	const char *dead_letter_topic;
+	/*
+	 * SHARED groups: a message this member holds (taken, not yet
+	 * acknowledged) for longer than this is given to the group again,
+	 * its delivery_count one higher; this member's late
+	 * shmq_consumer_ack() then returns SHMQ_EREVOKED if another member
+	 * took it meanwhile, or 0 if none did (the redelivery is called off).
+	 * shmqd checks every 20 ms or so.  0 = never (the default).
+	 */
+	uint32_t ack_timeout_ms;
 };
+/* Spin, never sleep. */
 #define SHMQ_CONSUMER_BUSY_POLL 0x1u
+/*
+ * SHARED groups: at most once.  Nothing this member took is delivered
+ * again: not when it dies holding it, and it cannot nack.  Spares the
+ * lease bookkeeping of every take (see shmq_consumer_ack).  PARTITIONED
+ * groups: ignored (at most once there means committing before processing).
+ */
+#define SHMQ_CONSUMER_AT_MOST_ONCE 0x2u
 #define SHMQ_CONSUMER_OPTS_INIT                                                \
 	{ .size = sizeof(struct shmq_consumer_opts), .from = SHMQ_FROM_COMMITTED }
 
@@ -479,9 +501,10 @@ struct shmq_msg {
 	uint64_t timestamp_ns; /* CLOCK_REALTIME at publication */
 	uint32_t partition;
 	/*
-	 * 1, or more when the message is delivered again: in a SHARED group,
-	 * a member that died holding it (taken, not released) never finished
-	 * it, and shmqd hands it to the group once more (at least once).
+	 * 1, or more when the message is delivered again: in a SHARED group
+	 * after a member gave it back (nack), held it past its ack timeout,
+	 * or died holding it (taken, not acknowledged); in a PARTITIONED
+	 * group after this member's nack.
 	 */
 	uint32_t delivery_count;
 };
@@ -516,12 +539,14 @@ SHMQ_API int shmq_consumer_assignment(shmq_consumer_t *consumer,
 /*
  * Give the held message (the one the last poll returned) back: it was not
  * processed.  In a SHARED group it goes to the group again (to any member,
- * this one included), its delivery_count one higher.  In a PARTITIONED
- * group the partition's position moves back to it, so it comes next (the
- * count is not kept there).  Either way it is released from this member.
- * Returns 0, -EINVAL (nothing held), -EBUSY (SHARED: two messages of that
- * partition already wait to be delivered again; the message stays held:
- * retry later, or release it), SHMQ_EDELETED.
+ * this one included: its next poll takes it back unless another member
+ * was quicker), its delivery_count one higher; there is room for as many
+ * such messages as the group has members.  In a PARTITIONED group the
+ * partition's position moves back to it, so it comes next, its
+ * delivery_count one higher (kept by this member only).
+ * Returns 0, -EINVAL (nothing held, given back already, or an at-most-once
+ * member), SHMQ_EREVOKED (SHARED: the ack timeout had run out and another
+ * member has it), SHMQ_EDELETED.
  */
 SHMQ_API int shmq_consumer_nack(shmq_consumer_t *consumer);
 
@@ -530,7 +555,14 @@ SHMQ_API int shmq_consumer_nack(shmq_consumer_t *consumer);
  * original key; its value starts with this header (little-endian), then
  * the original topic's name (topic_len bytes), then the original value.
  */
-#define SHMQ_DEAD_LETTER_MAGIC 0x6c64716du /* "mqdl" */
+#define SHMQ_DEAD_LETTER_MAGIC 0x326c646du /* "mdl2" */
+
+/* Why a message was delivered again (struct shmq_dead_letter.reason). */
+enum shmq_redelivery_reason {
+	SHMQ_REDELIVER_NACK = 1,	/* a member gave it back */
+	SHMQ_REDELIVER_ACK_TIMEOUT = 2, /* a member held it too long */
+	SHMQ_REDELIVER_MEMBER_DIED = 3, /* a member died holding it */
+};
 
 struct shmq_dead_letter {
 	uint32_t magic;		 /* SHMQ_DEAD_LETTER_MAGIC */
@@ -539,6 +571,8 @@ struct shmq_dead_letter {
 	uint64_t timestamp_ns;	 /* of the original message */
 	uint32_t delivery_count; /* deliveries before it was given up */
 	uint32_t topic_len;
+	uint32_t reason;	 /* enum shmq_redelivery_reason: the last one */
+	uint32_t reserved;	 /* 0 */
 	/* topic name, then the value */
 };
 
@@ -552,7 +586,18 @@ SHMQ_API int shmq_dead_letter_parse(const struct shmq_msg *msg,
 				    const char **topic, const void **value,
 				    size_t *value_len);
 
-/* Release the held message, if any.  Never blocks. */
+/*
+ * Acknowledge the held message: done with it (shmq_consumer_release, and
+ * the next poll, do the same without telling how it went).  In a SHARED
+ * group with an ack timeout, the answer says whether this acknowledgement
+ * counted: 0 yes, the message is done and delivered to nobody else;
+ * SHMQ_EREVOKED no, the message ran past the ack timeout and another member
+ * took it (it will be, or was, processed there).  Returns -EINVAL when
+ * nothing is held.  Never blocks.
+ */
+SHMQ_API int shmq_consumer_ack(shmq_consumer_t *consumer);
+
+/* Release (acknowledge) the held message, if any.  Never blocks. */
 SHMQ_API void shmq_consumer_release(shmq_consumer_t *consumer);
 
 /*

@@ -410,6 +410,10 @@ int shmq_topic_stat(shmq_client_t *c, const char *name,
 		out_g->mode = ck_pr_load_32(&gs->mode) == SHMQ_GROUP_PARTITIONED ?
 			SHMQ_GROUP_PARTITIONED : SHMQ_GROUP_SHARED;
 		out_g->generation = ck_pr_load_32(&gs->generation);
+		out_g->parked = ck_pr_load_32(&gs->parked);
+		out_g->redelivered = ck_pr_load_64(&gs->redelivered);
+		out_g->expired = ck_pr_load_64(&gs->expired);
+		out_g->dead_lettered = ck_pr_load_64(&gs->dead_lettered);
 		out_g->partitions = calloc(mp->geo.partitions, sizeof(*out_g->partitions));
 		out_g->member = calloc(SHMQ_MAX_MEMBERS, sizeof(*out_g->member));
 		if (!out_g->partitions || !out_g->member) {
@@ -430,6 +434,8 @@ int shmq_topic_stat(shmq_client_t *c, const char *name,
 
 				if (ck_pr_load_64(&ph->hold[i]) != SHMQ_POS_NONE)
 					mst->in_flight++;
+				else if (p == 0 && ck_pr_load_64(&ms->disk_hold) != SHMQ_POS_NONE)
+					mst->in_flight++; /* held, read from disk */
 				if ((ck_pr_load_32(&ph->cursor[g].owner) & ~SHMQ_OWNER_PENDING) == i)
 					mst->partitions++;
 			}

@@ -67,6 +67,18 @@ struct shmq_consumer {
 	void (*on_rebalance)(void *arg, const uint32_t *parts, uint32_t n);
 	void *on_rebalance_arg;
 	uint64_t auto_commit_ns; /* 0: off */
+	/*
+	 * SHARED groups (lease.c): leases on what this member takes, unless
+	 * it is at most once; the delivery number of what it holds; and
+	 * whether that was given back (nack) and waits parked.
+	 */
+	bool leases;
+	bool nacked;
+	uint32_t held_count;
+	/* PARTITIONED: the last message given back, to count its deliveries. */
+	uint32_t nack_part;
+	uint64_t nack_pos;
+	uint32_t nack_count;
 	uint32_t max_deliveries; /* 0: no limit */
 	char dlq[SHMQ_NAME_MAX + 1];
 	shmq_producer_t *dlq_producer; /* opened when first needed */
@@ -115,6 +127,10 @@ static int take_member_slot(struct shmq_map *m, uint32_t *index)
 		ck_pr_store_64(&s->owner.start_ticks, self.start_ticks);
 		ck_pr_store_32(&s->group, UINT32_MAX);
 		ck_pr_store_64(&s->disk_hold, SHMQ_POS_NONE);
+		ck_pr_store_32(&s->flags, 0);
+		ck_pr_store_32(&s->ack_timeout_ms, 0);
+		/* FREE, keeping the serial: an old view of it never matches. */
+		ck_pr_store_64(&s->lease, ck_pr_load_64(&s->lease) & ~SHMQ_LEASE_STATE);
 		for (p = 0; p < m->geo.partitions; p++)
 			ck_pr_store_64(&shmq__part(m, p)->hold[i], SHMQ_POS_NONE);
 		*index = i;
@@ -184,9 +200,11 @@ static int find_or_create_group(struct shmq_map *m, const char *name,
 			ck_pr_store_64(&ph->cursor[g].committed, 0);
 			ck_pr_store_32(&ph->cursor[g].owner, SHMQ_OWNER_NONE);
 			ck_pr_store_32(&ph->cursor[g].prev, SHMQ_OWNER_NONE);
-			ck_pr_store_64(&ph->cursor[g].redo[0], SHMQ_POS_NONE);
-			ck_pr_store_64(&ph->cursor[g].redo[1], SHMQ_POS_NONE);
 		}
+		gs->parked = 0;
+		gs->redelivered = 0;
+		gs->dead_lettered = 0;
+		gs->expired = 0;
 		/* Name and cursors before the state that makes producers look. */
 		ck_pr_fence_store();
 		ck_pr_store_32(&gs->state, SHMQ_GROUP_ACTIVE);
@@ -206,7 +224,8 @@ static bool group_has_live_member(struct shmq_map *m, uint32_t g, uint32_t self)
 		struct shmq_member_slot *s = shmq__member_slot(m, i);
 		struct shmq_owner o;
 
-		if (i == self || ck_pr_load_32(&s->group) != g)
+		if (i == self || ck_pr_load_32(&s->group) != g ||
+		    (ck_pr_load_32(&s->flags) & SHMQ_MEMBER_LEFT))
 			continue;
 		o.pid = ck_pr_load_32(&s->owner.pid);
 		o.start_ticks = ck_pr_load_64(&s->owner.start_ticks);
@@ -351,9 +370,16 @@ int shmq_consumer_open(shmq_client_t *client, const char *topic,
 			goto fail;
 		}
 	}
-	ck_pr_store_32(&c->slot->group, c->group);
 	c->partitioned = ck_pr_load_32(&shmq__group(c->map, c->group)->mode) ==
 			 SHMQ_GROUP_PARTITIONED;
+	c->leases = !c->partitioned && !(c->flags & SHMQ_CONSUMER_AT_MOST_ONCE);
+	ck_pr_store_32(&c->slot->flags, (c->flags & SHMQ_CONSUMER_AT_MOST_ONCE) ?
+		       SHMQ_MEMBER_AT_MOST_ONCE : 0);
+	if (c->leases && OPT_HAS(opts, ack_timeout_ms))
+		ck_pr_store_32(&c->slot->ack_timeout_ms, opts->ack_timeout_ms);
+	/* Settings before the group that makes shmqd look at them. */
+	ck_pr_fence_store();
+	ck_pr_store_32(&c->slot->group, c->group);
 	if (c->partitioned) {
 		/* A new member: the group's partitions are dealt again. */
 		shmq__group_rebalance(c->map, c->group, UINT32_MAX);
@@ -375,26 +401,86 @@ fail:
 	return rc;
 }
 
-void shmq_consumer_release(shmq_consumer_t *c)
+/* Let go of the hazards on what this member held: ring hold, disk hold. */
+static void drop_holds(struct shmq_consumer *c)
 {
-	if (!c)
-		return;
 	if (ck_pr_load_64(&c->slot->disk_hold) != SHMQ_POS_NONE)
 		ck_pr_store_64(&c->slot->disk_hold, SHMQ_POS_NONE);
-	if (c->held < 0)
-		return;
-	shmq__ring_release(c->map, (uint32_t)c->held, c->member);
+	if (c->held >= 0)
+		shmq__ring_release(c->map, (uint32_t)c->held, c->member);
 	c->held = -1;
+}
+
+/*
+ * Done with the held message: acknowledge it (end its lease, lease.c) and
+ * let go of it.  A message this member gave back and that waits parked
+ * keeps its hazards: the next poll takes it back, or finds another member
+ * took it.  Returns 0, SHMQ_EREVOKED (its ack timeout ran out and another
+ * member has it), or -EINVAL (nothing held).
+ */
+static int release_held(struct shmq_consumer *c)
+{
+	bool holds = c->held >= 0 ||
+		     ck_pr_load_64(&c->slot->disk_hold) != SHMQ_POS_NONE;
+	int rc = 0;
+
+	if (!holds)
+		return -EINVAL;
+	if (c->leases) {
+		uint64_t l = ck_pr_load_64(&c->slot->lease);
+
+		if (c->nacked && shmq__lease_state(l) == SHMQ_LEASE_PARKED)
+			return 0;
+		if (!c->nacked && shmq__lease_state(l) != SHMQ_LEASE_FREE)
+			rc = shmq__lease_end(c->map, c->slot);
+		else if (!c->nacked)
+			rc = SHMQ_EREVOKED;
+		c->nacked = false;
+	}
+	drop_holds(c);
+	return rc;
+}
+
+void shmq_consumer_release(shmq_consumer_t *c)
+{
+	if (c)
+		release_held(c);
+}
+
+int shmq_consumer_ack(shmq_consumer_t *c)
+{
+	int rc;
+
+	if (!c)
+		return -EINVAL;
+	shmq__clear_detail();
+	if (c->nacked)
+		return shmq__fail(-EINVAL, "the held message was given back (nack)");
+	rc = release_held(c);
+	if (rc == SHMQ_EREVOKED)
+		return shmq__fail(rc, "topic %s: the message ran past the ack timeout and went to another member",
+				  c->map->name);
+	return rc == -EINVAL ? shmq__fail(rc, "no message held") : rc;
 }
 
 void shmq_consumer_close(shmq_consumer_t *c)
 {
+	bool parked;
+
 	if (!c)
 		return;
 	shmq_consumer_release(c);
 	if (c->auto_commit_ns)
 		shmq_consumer_commit(c);
-	if (c->partitioned && shmq__seg_lock(c->map) == 0) {
+	/*
+	 * A message we gave back and nobody took yet keeps our slot and its
+	 * hold; shmqd frees both once another member takes it (lease.c).
+	 */
+	parked = c->leases &&
+		 shmq__lease_state(ck_pr_load_64(&c->slot->lease)) == SHMQ_LEASE_PARKED;
+	if (parked) {
+		ck_pr_store_32(&c->slot->flags, ck_pr_load_32(&c->slot->flags) | SHMQ_MEMBER_LEFT);
+	} else if (c->partitioned && shmq__seg_lock(c->map) == 0) {
 		/* Our partitions go to the others now (see group.c). */
 		shmq__group_rebalance(c->map, c->group, c->member);
 		free_member_slot(c->map, c->member);
@@ -481,7 +567,11 @@ static int disk_take(struct shmq_consumer *c, uint32_t p, uint64_t x,
 			ck_pr_store_32(&c->slot->disk_part, p);
 			ck_pr_store_64(&c->slot->disk_hold, x);
 		}
+		if (!taken && c->leases && !v->pad)
+			shmq__lease_prepare(c->slot, p, x, 1);
 		if (!taken && shmq__ring_take_at(m, p, c->group, x, x + v->size)) {
+			if (c->leases && !v->pad)
+				shmq__lease_end(m, c->slot);
 			ck_pr_store_64(&c->slot->disk_hold, SHMQ_POS_NONE);
 			return DISK_AGAIN; /* another member took it */
 		}
@@ -583,50 +673,81 @@ int shmq_consumer_assignment(shmq_consumer_t *c, uint32_t *parts, uint32_t max)
 }
 
 /*
- * SHARED groups: a message shmqd put back for delivery again (reap.c),
- * taken by a CAS on its slot, our hold published first so that the ring
- * keeps it (the CAS is the barrier, as for the cursor).  Returns 0 with *v
- * and *count, SHMQ_TAKE_DISK_TAKEN (taken; below the tail of a spilling
- * topic: read it from disk), -EAGAIN (none), SHMQ_ECORRUPT.
+ * SHARED groups: take a message parked for delivery again (lease.c): our
+ * own, given back by our last nack (we still hold its hazards), else any
+ * other member's.  Our hazard on it is published before the CAS that takes
+ * it, as for a take from the ring.  Returns 0 with *pp, *v, *count (the
+ * delivery it will be) and *reason; SHMQ_TAKE_DISK_TAKEN (taken; below the
+ * tail of a spilling topic: read it from disk); -EAGAIN (none);
+ * SHMQ_ECORRUPT.
  */
-static int take_redo(struct shmq_consumer *c, uint32_t p,
-		     struct shmq_frame_view *v, uint32_t *count)
+static int take_parked(struct shmq_consumer *c, uint32_t *pp,
+		       struct shmq_frame_view *v, uint32_t *count,
+		       uint32_t *reason)
 {
 	struct shmq_map *m = c->map;
-	struct shmq_part_header *ph = shmq__part(m, p);
-	struct shmq_cursor *cur = &ph->cursor[c->group];
-	uint64_t *hold = &ph->hold[c->member];
-	uint32_t k;
+	bool spilling = m->geo.spill_mode != SHMQ_SPILL_OFF;
+	struct shmq_lease_view lv;
+	int tries;
 
-	for (k = 0; k < 2; k++) {
-		uint64_t x = ck_pr_load_64(&cur->redo[k]);
-		uint32_t n;
+	for (tries = 0; tries < SHMQ_MAX_MEMBERS; tries++) {
+		bool back = c->nacked, below;
+		uint64_t *hold;
 
-		if (x == SHMQ_POS_NONE || x == SHMQ_REDO_FILLING)
-			continue;
-		ck_pr_fence_load(); /* the position before its count (group.c) */
-		n = ck_pr_load_32(&cur->redo_count[k]);
-		ck_pr_store_64(hold, x);
-		if (!ck_pr_cas_64(&cur->redo[k], x, SHMQ_POS_NONE)) {
-			ck_pr_store_64(hold, SHMQ_POS_NONE);
+		if (!back && !ck_pr_load_32(&shmq__group(m, c->group)->parked))
+			return -EAGAIN;
+		if (!shmq__lease_find_parked(m, c->group, c->member, &lv)) {
+			if (!back)
+				return -EAGAIN;
+			lv.slot = UINT32_MAX; /* ours was taken */
+		}
+		if (back && lv.slot != c->member) {
+			/* Another member took ours: let go of its hazards. */
+			c->nacked = false;
+			drop_holds(c);
 			continue;
 		}
-		*count = n;
-		if (m->geo.spill_mode != SHMQ_SPILL_OFF &&
-		    (int64_t)(x - shmq__ring_tail(m, p)) < 0) {
+		hold = &shmq__part(m, lv.part)->hold[c->member];
+		below = spilling && (int64_t)(lv.pos - shmq__ring_tail(m, lv.part)) < 0;
+		if (!back) {
+			if (below) {
+				ck_pr_store_32(&c->slot->disk_part, lv.part);
+				ck_pr_store_64(&c->slot->disk_hold, lv.pos);
+			} else {
+				ck_pr_store_64(hold, lv.pos);
+			}
+			shmq__lease_prepare(c->slot, lv.part, lv.pos, lv.count + 1);
+		}
+		if (!shmq__lease_take_parked(m, c->group, &lv, back)) {
+			if (!back) {
+				shmq__lease_end(m, c->slot);
+				ck_pr_store_64(below ? &c->slot->disk_hold : hold,
+					       SHMQ_POS_NONE);
+			}
+			continue;
+		}
+		c->nacked = false;
+		c->held = -1;
+		*pp = lv.part;
+		*count = lv.count + 1;
+		*reason = lv.reason;
+		v->pos = lv.pos;
+		/*
+		 * Below the tail (now, or already): read it from disk, our
+		 * disk hold keeping the group's commits behind it meanwhile.
+		 */
+		if (spilling && (int64_t)(lv.pos - shmq__ring_tail(m, lv.part)) < 0) {
+			ck_pr_store_32(&c->slot->disk_part, lv.part);
+			ck_pr_store_64(&c->slot->disk_hold, lv.pos);
 			ck_pr_store_64(hold, SHMQ_POS_NONE);
-			v->pos = x;
 			return SHMQ_TAKE_DISK_TAKEN;
 		}
-		if (shmq__frame_decode(shmq__ring(m, p), m->geo.ring_bytes, x,
-				       shmq__max_frame(m), v) != SHMQ_FRAME_OK) {
+		ck_pr_store_64(hold, lv.pos);
+		if (shmq__frame_decode(shmq__ring(m, lv.part), m->geo.ring_bytes, lv.pos,
+				       shmq__max_frame(m), v) != SHMQ_FRAME_OK || v->pad) {
+			shmq__lease_end(m, c->slot);
 			ck_pr_store_64(hold, SHMQ_POS_NONE);
 			return SHMQ_ECORRUPT;
-		}
-		if (v->pad) {
-			/* A member that died in the middle of skipping padding. */
-			ck_pr_store_64(hold, SHMQ_POS_NONE);
-			continue;
 		}
 		return 0;
 	}
@@ -638,7 +759,8 @@ static int take_redo(struct shmq_consumer *c, uint32_t p,
  * member's dead-letter topic.  Returns 0 when it went there.
  */
 static int dead_letter(struct shmq_consumer *c, uint32_t p,
-		       const struct shmq_frame_view *v, uint32_t count)
+		       const struct shmq_frame_view *v, uint32_t count,
+		       uint32_t reason)
 {
 	struct shmq_dead_letter h;
 	struct shmq_claim cl;
@@ -655,6 +777,8 @@ static int dead_letter(struct shmq_consumer *c, uint32_t p,
 	h.timestamp_ns = v->timestamp_ns;
 	h.delivery_count = count - 1;
 	h.topic_len = (uint32_t)tlen;
+	h.reason = reason;
+	h.reserved = 0;
 	rc = shmq_producer_claim(c->dlq_producer, SHMQ_PARTITION_ANY, v->key,
 				 v->key_len, sizeof(h) + tlen + v->value_len, 0, &cl);
 	if (rc < 0)
@@ -687,17 +811,95 @@ int shmq_dead_letter_parse(const struct shmq_msg *msg, struct shmq_dead_letter *
 	return 0;
 }
 
+/*
+ * Hand the message in *v (partition p, delivery number count, held by us:
+ * in the ring, or from disk) to the application; or, past max_deliveries,
+ * to the dead-letter topic.  Returns 0 (delivered), or 1 (dead-lettered and
+ * acknowledged: look for another).
+ */
+static int hand_over(struct shmq_consumer *c, uint32_t p,
+		     const struct shmq_frame_view *v, uint32_t count,
+		     uint32_t reason, bool from_disk, struct shmq_msg *msg)
+{
+	struct shmq_group_slot *gs = shmq__group(c->map, c->group);
+
+	c->held = from_disk ? -1 : (int)p;
+	if (c->max_deliveries && count > c->max_deliveries &&
+	    dead_letter(c, p, v, count, reason) == 0) {
+		/* Given up on: not delivered; done with it. */
+		release_held(c);
+		ck_pr_inc_64(&gs->dead_lettered);
+		return 1;
+	}
+	if (count > 1)
+		ck_pr_inc_64(&gs->redelivered);
+	c->held_count = count;
+	c->disk_reads += from_disk;
+	msg->delivery_count = count;
+	msg->key = v->key;
+	msg->key_len = v->key_len;
+	msg->value = v->value;
+	msg->value_len = v->value_len;
+	msg->offset = v->pos;
+	msg->next_offset = v->pos + v->size;
+	msg->timestamp_ns = v->timestamp_ns;
+	msg->partition = p;
+	return 0;
+}
+
+/* SHARED: a message parked for delivery again, if there is one. */
+static int try_parked(struct shmq_consumer *c, struct shmq_msg *msg)
+{
+	struct shmq_frame_view v;
+	uint32_t p, count, reason;
+	int rc, tries;
+
+	for (tries = 0; tries < 1024; tries++) {
+		bool from_disk = false;
+
+		rc = take_parked(c, &p, &v, &count, &reason);
+		if (rc == -EAGAIN)
+			return rc;
+		if (rc == SHMQ_TAKE_DISK_TAKEN) {
+			c->disk_waits = 0;
+			do
+				rc = disk_take(c, p, v.pos, true, &v, msg);
+			while (rc == DISK_RETRY_TAKEN);
+			if (rc) {
+				/* Gone from disk too, or damaged: nothing to deliver. */
+				shmq__lease_end(c->map, c->slot);
+				drop_holds(c);
+				if (rc == DISK_AGAIN)
+					continue;
+				return rc;
+			}
+			from_disk = true;
+		} else if (rc) {
+			msg->partition = p;
+			return shmq__fail(rc, "topic %s partition %u: a message given back for delivery again fails its checks",
+					  c->map->name, p);
+		}
+		if (hand_over(c, p, &v, count, reason, from_disk, msg) == 0)
+			return 0;
+	}
+	return -EAGAIN;
+}
+
 /* One look at every partition, starting after the last one served. */
 static int try_all(struct shmq_consumer *c, struct shmq_msg *msg)
 {
 	struct shmq_map *m = c->map;
 	uint32_t n = m->geo.partitions, i;
+	int rc;
 
+	if (c->leases) {
+		rc = try_parked(c, msg);
+		if (rc != -EAGAIN)
+			return rc;
+	}
 	for (i = 0; i < n; i++) {
 		uint32_t p = c->rr + i < n ? c->rr + i : c->rr + i - n;
 		struct shmq_frame_view v;
-		int rc;
-
 		bool from_disk = false;
 		uint32_t count = 1;
 		int tries = 0;
@@ -714,12 +916,9 @@ static int try_all(struct shmq_consumer *c, struct shmq_msg *msg)
 				continue;
 		}
 again:
-		count = 1;
-		rc = -EAGAIN;
-		if (!c->partitioned)
-			rc = take_redo(c, p, &v, &count);
-		if (rc == -EAGAIN)
-			rc = shmq__ring_take(m, p, c->group, c->member, &v);
+		from_disk = false;
+		rc = shmq__ring_take(m, p, c->group, c->member,
+				     c->leases ? c->slot : NULL, &v);
 		if (rc == SHMQ_TAKE_DISK || rc == SHMQ_TAKE_DISK_TAKEN) {
 			bool taken = rc == SHMQ_TAKE_DISK_TAKEN;
 			uint64_t x = v.pos;
@@ -746,28 +945,17 @@ again:
 			return shmq__fail(rc, "topic %s partition %u failed a consistency check",
 					  m->name, p);
 		}
-		if (c->max_deliveries && count > c->max_deliveries &&
-		    dead_letter(c, p, &v, count) == 0) {
-			/* Given up on: not delivered; let go of it, go on. */
-			c->held = from_disk ? -1 : (int)p;
-			shmq_consumer_release(c);
+		/* PARTITIONED: the message our last nack gave back, again. */
+		if (c->partitioned && p == c->nack_part && v.pos == c->nack_pos) {
+			count = c->nack_count + 1;
+			c->nack_pos = SHMQ_POS_NONE;
+		}
+		if (hand_over(c, p, &v, count, 0, from_disk, msg)) {
 			if (++tries < 1024)
 				goto again;
 			continue;
 		}
-		c->held = from_disk ? -1 : (int)p;
-		c->disk_reads += from_disk;
-		ck_pr_store_32(&c->slot->held_count, count);
-		msg->delivery_count = count;
 		c->rr = p + 1 < n ? p + 1 : 0;
-		msg->key = v.key;
-		msg->key_len = v.key_len;
-		msg->value = v.value;
-		msg->value_len = v.value_len;
-		msg->offset = v.pos;
-		msg->next_offset = v.pos + v.size;
-		msg->timestamp_ns = v.timestamp_ns;
-		msg->partition = p;
 		return 0;
 	}
 	return -EAGAIN;
@@ -847,15 +1035,18 @@ int shmq_consumer_poll(shmq_consumer_t *c, struct shmq_msg *msg, int timeout_ms)
 int shmq_consumer_nack(shmq_consumer_t *c)
 {
 	struct shmq_map *m;
-	uint64_t x;
-	uint32_t p, count;
+	uint64_t x, l;
+	uint32_t p;
 	int rc;
 
 	if (!c)
 		return -EINVAL;
+	shmq__clear_detail();
 	m = c->map;
 	if (ck_pr_load_32(&m->hdr->deleted))
 		return SHMQ_EDELETED;
+	if (c->nacked)
+		return shmq__fail(-EINVAL, "the held message was given back already");
 	if (c->held >= 0) {
 		p = (uint32_t)c->held;
 		x = ck_pr_load_64(&shmq__part(m, p)->hold[c->member]);
@@ -864,18 +1055,35 @@ int shmq_consumer_nack(shmq_consumer_t *c)
 		p = ck_pr_load_32(&c->slot->disk_part);
 	}
 	if (x == SHMQ_POS_NONE || p >= m->geo.partitions)
-		return -EINVAL;
+		return shmq__fail(-EINVAL, "no message held");
 	if (c->partitioned) {
 		/* Back to it: the owner's next poll delivers it again. */
 		shmq_consumer_release(c);
 		rc = seek_one(c, p, x);
+		if (rc == 0) {
+			c->nack_part = p;
+			c->nack_pos = x;
+			c->nack_count = c->held_count;
+		}
 		return rc;
 	}
-	count = ck_pr_load_32(&c->slot->held_count) + 1;
-	/* Still held here, so the ring keeps it until a member takes it. */
-	if (!shmq__group_put_back(m, p, c->group, x, count < 2 ? 2 : count))
-		return -EBUSY;
-	shmq_consumer_release(c);
+	if (!c->leases)
+		return shmq__fail(-EINVAL, "an at-most-once member cannot give a message back");
+	/*
+	 * Parked, our hazards kept: it waits for any member, this one at its
+	 * next poll included (lease.c).  Already parked by an expiry is as
+	 * good; already taken by another member after one is too late.
+	 */
+	l = ck_pr_load_64(&c->slot->lease);
+	if (shmq__lease_state(l) == SHMQ_LEASE_HELD &&
+	    !shmq__lease_park(m, c->slot, l, SHMQ_PARKED_NACK))
+		l = ck_pr_load_64(&c->slot->lease);
+	if (shmq__lease_state(l) == SHMQ_LEASE_FREE) {
+		drop_holds(c);
+		return shmq__fail(SHMQ_EREVOKED, "topic %s: the message ran past the ack timeout and went to another member",
+				  m->name);
+	}
+	c->nacked = true;
 	return 0;
 }
 

@@ -156,36 +156,6 @@ void shmq__group_rebalance(struct shmq_map *m, uint32_t g, uint32_t gone)
 	shmq__event_signal(&m->hdr->data_seq, &m->hdr->data_waiters);
 }
 
-bool shmq__group_put_back(struct shmq_map *m, uint32_t p, uint32_t g,
-			  uint64_t x, uint32_t count)
-{
-	struct shmq_cursor *cur = &shmq__part(m, p)->cursor[g];
-	uint32_t k;
-
-	for (k = 0; k < 2; k++) {
-		uint64_t r = ck_pr_load_64(&cur->redo[k]);
-
-		if (r == x)
-			return true; /* already there */
-		/*
-		 * Reserve the slot, fill in the count, then the position that
-		 * makes members look: shmqd (a dead member's messages) and a
-		 * member (nack) may race for a slot.
-		 */
-		if (r != SHMQ_POS_NONE ||
-		    !ck_pr_cas_64(&cur->redo[k], SHMQ_POS_NONE, SHMQ_REDO_FILLING))
-			continue;
-		ck_pr_store_32(&cur->redo_count[k], count);
-		ck_pr_fence_store();
-		ck_pr_store_64(&cur->redo[k], x);
-		/* Sleeping members may take it now. */
-		ck_pr_fence_memory();
-		shmq__event_signal(&m->hdr->data_seq, &m->hdr->data_waiters);
-		return true;
-	}
-	return false;
-}
-
 bool shmq__group_let_go(struct shmq_map *m, uint32_t p, uint32_t g,
 			uint32_t member)
 {

@@ -58,7 +58,7 @@
 
 #include "shmq.h"
 
-#define SHMQ_LAYOUT_VERSION 5u
+#define SHMQ_LAYOUT_VERSION 6u
 #define SHMQ_SEG_MAGIC	    0x31676573716d6873ull /* "shmqseg1" */
 #define SHMQ_SEG_READY	    0x59444145u		  /* "EADY" */
 
@@ -100,9 +100,6 @@ _Static_assert(offsetof(struct shmq_frame, timestamp_ns) == 24, "timestamp");
  * are not there (a reader that lands in one reports SHMQ_EGONE).
  */
 #define SHMQ_FRAME_GAP 0x1u
-
-/* A redo slot being filled (group.c): not a position yet. */
-#define SHMQ_REDO_FILLING (UINT64_MAX - 1)
 
 /* A position no frame has: "no claim", "no hold". */
 #define SHMQ_POS_NONE UINT64_MAX
@@ -164,7 +161,17 @@ struct shmq_group_slot {
 	char name[SHMQ_NAME_MAX + 8];
 	uint32_t generation; /* PARTITIONED: bumped after each rebalance */
 	uint32_t reserved0;
-	uint8_t reserved[128 - 24 - (SHMQ_NAME_MAX + 8)];
+	/*
+	 * SHARED: how many member slots hold a parked message (a lease in
+	 * state PARKED, see below): members look for one only when this is
+	 * not 0, so an ordinary poll reads one line that rarely changes.
+	 */
+	uint32_t parked;
+	uint32_t reserved1;
+	/* Counters for stat, only ever incremented. */
+	uint64_t redelivered;	/* deliveries with a delivery count above 1 */
+	uint64_t dead_lettered; /* messages sent to the dead-letter topic */
+	uint64_t expired;	/* leases that ran past the ack timeout */
 };
 _Static_assert(sizeof(struct shmq_group_slot) == 128, "group slot");
 
@@ -189,6 +196,36 @@ struct shmq_producer_slot {
 };
 _Static_assert(sizeof(struct shmq_producer_slot) == 64, "producer slot");
 
+/*
+ * The lease of a SHARED group member on the message it holds (consumer.c,
+ * "Leases").  The word packs a serial, bumped by each lease the member
+ * takes, with a state, so that a CAS on it never succeeds against an older
+ * lease (no ABA):
+ *
+ *   FREE    the member holds nothing under a lease
+ *   HELD    it holds lease_pos (taken, not yet acknowledged)
+ *   PARKED  lease_pos waits to be delivered again, to any member: it was
+ *           given back (nack), its ack timeout ran out, or its member died
+ */
+#define SHMQ_LEASE_FREE	  0u
+#define SHMQ_LEASE_HELD	  1u
+#define SHMQ_LEASE_PARKED 2u
+#define SHMQ_LEASE_STATE  3ull
+#define SHMQ_LEASE_SERIAL 4ull /* one serial step */
+
+/* Why a lease was parked (lease_reason; struct shmq_dead_letter.reason). */
+#define SHMQ_PARKED_NACK    SHMQ_REDELIVER_NACK
+#define SHMQ_PARKED_EXPIRED SHMQ_REDELIVER_ACK_TIMEOUT
+#define SHMQ_PARKED_DIED    SHMQ_REDELIVER_MEMBER_DIED
+
+/* Member flags (struct shmq_member_slot.flags). */
+#define SHMQ_MEMBER_AT_MOST_ONCE 0x1u /* nothing of it is ever delivered again */
+/*
+ * Closed while its parked message waited: the slot stays (its hold keeps
+ * the message) until another member takes it; shmqd then frees it.
+ */
+#define SHMQ_MEMBER_LEFT 0x2u
+
 /* One per consumer handle. */
 struct shmq_member_slot {
 	struct shmq_owner owner;
@@ -200,10 +237,23 @@ struct shmq_member_slot {
 	 * ring does not hold it), or SHMQ_POS_NONE.
 	 */
 	uint64_t disk_hold;
-	uint32_t held_count; /* delivery number of the message it holds */
-	uint8_t reserved[64 - 36];
+	uint32_t flags;		 /* SHMQ_MEMBER_* */
+	uint32_t ack_timeout_ms; /* 0: leases never expire */
+	/*
+	 * SHARED groups: the lease (see above) and what it is on.  The
+	 * fields are written by whoever moves the lease word into HELD or
+	 * PARKED, before it (release); read by others after it (acquire).
+	 */
+	uint64_t lease __attribute__((aligned(SHMQ_CACHELINE)));
+	uint64_t lease_pos;
+	uint32_t lease_part;
+	uint32_t lease_count;	 /* delivery number of lease_pos */
+	uint64_t lease_since_ns; /* CLOCK_MONOTONIC when HELD began */
+	uint32_t lease_reason;	 /* SHMQ_PARKED_*, while PARKED */
+	uint8_t reserved1[64 - 36];
 };
-_Static_assert(sizeof(struct shmq_member_slot) == 64, "member slot");
+_Static_assert(sizeof(struct shmq_member_slot) == 128, "member slot");
+_Static_assert(offsetof(struct shmq_member_slot, lease) == 64, "lease line");
 
 /*
  * Owner of a partition in a PARTITIONED group: a member slot index, or
@@ -219,14 +269,7 @@ struct shmq_cursor {
 	uint64_t committed; /* committed position */
 	uint32_t owner;	    /* PARTITIONED: SHMQ_OWNER_* or a member index */
 	uint32_t prev;	    /* PARTITIONED: the owner before, while PENDING */
-	/*
-	 * SHARED: messages a dead member had taken and not released, to be
-	 * handed out again (position, or SHMQ_POS_NONE) with the number of
-	 * the delivery they will be.  Written by shmqd, taken by members.
-	 */
-	uint64_t redo[2];	/* or SHMQ_REDO_FILLING while being written */
-	uint32_t redo_count[2];
-	uint8_t reserved[SHMQ_CACHELINE - 48];
+	uint8_t reserved[SHMQ_CACHELINE - 24];
 };
 _Static_assert(sizeof(struct shmq_cursor) == SHMQ_CACHELINE, "cursor");
 

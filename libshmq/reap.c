@@ -169,38 +169,56 @@ static void free_member_slot(struct shmq_map *m, uint32_t i)
 }
 
 /*
- * A dead member of a SHARED group: what it had taken and not released
- * (its holds past the group's cursor, and a message it read from disk) is
- * put back for the other members, before its holds go, so that the ring
- * keeps it meanwhile.  Returns false when a partition's two slots are full:
- * the member's slot is kept, and this is tried again on a later pass.
+ * A SHARED group member that died, or closed while a message it gave back
+ * waited parked: what it had taken and not acknowledged goes to the group
+ * again (lease.c).  Its slot, and with it the hold that keeps the message's
+ * bytes, stays until another member has taken the message.  Returns true
+ * when the slot may be freed now.
  */
-static bool put_back_held(struct shmq_map *m, uint32_t i, uint32_t g)
+static bool shared_member_gone(struct shmq_map *m, uint32_t i, uint32_t g)
 {
 	struct shmq_member_slot *s = shmq__member_slot(m, i);
-	uint32_t count = ck_pr_load_32(&s->held_count) + 1;
-	uint64_t x;
-	uint32_t p;
+	uint64_t l = ck_pr_load_64(&s->lease);
+	uint32_t part;
+	uint64_t pos;
 
-	if (count < 2)
-		count = 2;
-	for (p = 0; p < m->geo.partitions; p++) {
-		struct shmq_part_header *ph = shmq__part(m, p);
-
-		x = ck_pr_load_64(&ph->hold[i]);
-		/* Taken only if the group's cursor passed it (padding is
-		 * skipped by whoever takes it back). */
-		if (x == SHMQ_POS_NONE || !pos_before(x, ck_pr_load_64(&ph->cursor[g].next)))
-			continue;
-		if (!shmq__group_put_back(m, p, g, x, count))
-			return false;
-	}
-	x = ck_pr_load_64(&s->disk_hold);
-	p = ck_pr_load_32(&s->disk_part);
-	if (x != SHMQ_POS_NONE && p < m->geo.partitions &&
-	    !shmq__group_put_back(m, p, g, x, count))
+	switch (shmq__lease_state(l)) {
+	case SHMQ_LEASE_PARKED:
+		return false; /* waits for a taker */
+	case SHMQ_LEASE_HELD:
+		part = ck_pr_load_32(&s->lease_part);
+		pos = ck_pr_load_64(&s->lease_pos);
+		/*
+		 * Taken only if the group's cursor passed it: a lease is
+		 * prepared before the take's CAS (see lease.c on the window).
+		 */
+		if (part >= m->geo.partitions ||
+		    !pos_before(pos, ck_pr_load_64(&shmq__part(m, part)->cursor[g].next)))
+			return true;
+		shmq__lease_park(m, s, l, SHMQ_PARKED_DIED);
 		return false;
-	return true;
+	default:
+		return true;
+	}
+}
+
+/* A live member's lease that ran past its ack timeout goes back (lease.c). */
+static bool expire_lease(struct shmq_map *m, uint32_t i, uint64_t now_ns)
+{
+	struct shmq_member_slot *s = shmq__member_slot(m, i);
+	uint32_t timeout_ms = ck_pr_load_32(&s->ack_timeout_ms);
+	uint64_t l, since;
+
+	if (!timeout_ms)
+		return false;
+	l = ck_pr_load_64(&s->lease);
+	if (shmq__lease_state(l) != SHMQ_LEASE_HELD)
+		return false;
+	ck_pr_fence_load(); /* the word before the field written before it */
+	since = ck_pr_load_64(&s->lease_since_ns);
+	if (now_ns < since || now_ns - since < (uint64_t)timeout_ms * 1000000)
+		return false;
+	return shmq__lease_park(m, s, l, SHMQ_PARKED_EXPIRED);
 }
 
 /* Revoke a live producer's claim: keep its bytes out of reuse, pad it. */
@@ -349,14 +367,21 @@ void shmq__reap_topic(struct shmq_map *m, struct shmq_reap_state *st,
 	for (i = 0; i < SHMQ_MAX_MEMBERS; i++) {
 		struct shmq_member_slot *s = shmq__member_slot(m, i);
 		struct shmq_owner o;
+		bool left;
 
 		o.pid = ck_pr_load_32(&s->owner.pid);
 		if (!o.pid || !members)
 			continue;
 		o.start_ticks = ck_pr_load_64(&s->owner.start_ticks);
-		if (shmq__owner_alive(&o))
-			continue;
 		g = ck_pr_load_32(&s->group);
+		left = ck_pr_load_32(&s->flags) & SHMQ_MEMBER_LEFT;
+		if (!left && shmq__owner_alive(&o)) {
+			if (g < SHMQ_MAX_GROUPS && expire_lease(m, i, now_ns)) {
+				stats->expired_leases++;
+				woke = true;
+			}
+			continue;
+		}
 		if (g < SHMQ_MAX_GROUPS &&
 		    ck_pr_load_32(&shmq__group(m, g)->mode) == SHMQ_GROUP_PARTITIONED &&
 		    shmq__seg_lock(m) == 0) {
@@ -370,11 +395,12 @@ void shmq__reap_topic(struct shmq_map *m, struct shmq_reap_state *st,
 			free_member_slot(m, i);
 			shmq__seg_unlock(m);
 		} else {
-			if (g < SHMQ_MAX_GROUPS && !put_back_held(m, i, g))
-				continue; /* no room to put it back yet */
+			if (g < SHMQ_MAX_GROUPS && !shared_member_gone(m, i, g))
+				continue; /* what it held waits for a taker */
 			free_member_slot(m, i);
 		}
-		stats->dead_members++;
+		if (!left)
+			stats->dead_members++;
 		woke = true;
 	}
 	st->passes++;

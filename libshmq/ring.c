@@ -205,14 +205,10 @@ static int horizon_of(struct shmq_map *m, uint32_t part, uint32_t g,
 		 * topic (it holds at `spilled`, below), or garbage on one that
 		 * does not, which that group's members report when they take.
 		 */
-		/* Messages waiting to be delivered again hold like holds. */
-		for (uint32_t k = 0; k < 2; k++) {
-			uint64_t r = ck_pr_load_64(&ph->cursor[i].redo[k]);
-
-			if (r != SHMQ_POS_NONE && r != SHMQ_REDO_FILLING &&
-			    head - r <= cap && pos_before(r, h))
-				h = r;
-		}
+		/*
+		 * Messages parked for delivery again (lease.c) need no look
+		 * of their own: the member that parked one keeps its hold.
+		 */
 		if (n == SHMQ_POS_NONE || pos_before(head, n))
 			continue;
 		if (head - n > cap && !spilling)
@@ -668,7 +664,8 @@ void shmq__ring_wake_consumers(struct shmq_map *m)
 }
 
 int shmq__ring_take(struct shmq_map *m, uint32_t part, uint32_t g,
-		    uint32_t member, struct shmq_frame_view *v)
+		    uint32_t member, struct shmq_member_slot *lease,
+		    struct shmq_frame_view *v)
 {
 	struct shmq_part_header *ph = shmq__part(m, part);
 	struct shmq_cursor *cur = &ph->cursor[g];
@@ -723,8 +720,13 @@ int shmq__ring_take(struct shmq_map *m, uint32_t part, uint32_t g,
 			ck_pr_store_64(hold, SHMQ_POS_NONE);
 			continue; /* the next look sends us to disk */
 		}
+		/* A SHARED member's lease is on it before it is taken (lease.c). */
+		if (lease && !v->pad)
+			shmq__lease_prepare(lease, part, x, 1);
 		/* Take it; the CAS also proves that the cursor was still x. */
 		if (!ck_pr_cas_64(&cur->next, x, x + v->size)) {
+			if (lease && !v->pad)
+				shmq__lease_end(m, lease);
 			/* The next look may find nothing: hold nothing. */
 			ck_pr_store_64(hold, SHMQ_POS_NONE);
 			continue;

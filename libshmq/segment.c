@@ -210,6 +210,10 @@ uint64_t shmq__layout_signature(void)
 	SIG_FIELD(shmq_group_slot, created_ns);
 	SIG_FIELD(shmq_group_slot, name);
 	SIG_FIELD(shmq_group_slot, generation);
+	SIG_FIELD(shmq_group_slot, parked);
+	SIG_FIELD(shmq_group_slot, redelivered);
+	SIG_FIELD(shmq_group_slot, dead_lettered);
+	SIG_FIELD(shmq_group_slot, expired);
 
 	SIG(sizeof(struct shmq_owner));
 	SIG_FIELD(shmq_owner, pid);
@@ -227,15 +231,20 @@ uint64_t shmq__layout_signature(void)
 	SIG_FIELD(shmq_member_slot, group);
 	SIG_FIELD(shmq_member_slot, disk_part);
 	SIG_FIELD(shmq_member_slot, disk_hold);
-	SIG_FIELD(shmq_member_slot, held_count);
+	SIG_FIELD(shmq_member_slot, flags);
+	SIG_FIELD(shmq_member_slot, ack_timeout_ms);
+	SIG_FIELD(shmq_member_slot, lease);
+	SIG_FIELD(shmq_member_slot, lease_pos);
+	SIG_FIELD(shmq_member_slot, lease_part);
+	SIG_FIELD(shmq_member_slot, lease_count);
+	SIG_FIELD(shmq_member_slot, lease_since_ns);
+	SIG_FIELD(shmq_member_slot, lease_reason);
 
 	SIG(sizeof(struct shmq_cursor));
 	SIG_FIELD(shmq_cursor, next);
 	SIG_FIELD(shmq_cursor, committed);
 	SIG_FIELD(shmq_cursor, owner);
 	SIG_FIELD(shmq_cursor, prev);
-	SIG_FIELD(shmq_cursor, redo);
-	SIG_FIELD(shmq_cursor, redo_count);
 
 	SIG(sizeof(struct shmq_part_header));
 	SIG_FIELD(shmq_part_header, head);
@@ -578,8 +587,6 @@ static void init_segment(uint8_t *base, uint64_t bytes, const char *topic,
 			ph->cursor[j].committed = start;
 			ph->cursor[j].owner = SHMQ_OWNER_NONE;
 			ph->cursor[j].prev = SHMQ_OWNER_NONE;
-			ph->cursor[j].redo[0] = SHMQ_POS_NONE;
-			ph->cursor[j].redo[1] = SHMQ_POS_NONE;
 		}
 		for (j = 0; j < SHMQ_MAX_MEMBERS; j++)
 			ph->hold[j] = SHMQ_POS_NONE;

@@ -276,7 +276,8 @@ void shmq__ring_wake_consumers(struct shmq_map *m);
 /*
  * Take the next frame for group g in partition part, for member slot index
  * member.  On success the member's hold protects the frame until
- * shmq__ring_release().  Padding is skipped.  Returns 0, -EAGAIN (nothing
+ * shmq__ring_release().  Padding is skipped.  With lease (the member's slot,
+ * for a SHARED member), its lease is HELD on what it takes (lease.c).  Returns 0, -EAGAIN (nothing
  * committed yet), SHMQ_ECORRUPT, SHMQ_TAKE_DISK_TAKEN, or SHMQ_TAKE_DISK: on a spilling topic,
  * the group's next frame (at view->pos) is no longer in the ring; read it
  * from the spill files and take it with shmq__ring_take_at().
@@ -286,7 +287,8 @@ void shmq__ring_wake_consumers(struct shmq_map *m);
  * moved past it), but its ring copy may be reused: read it from disk. */
 #define SHMQ_TAKE_DISK_TAKEN 2
 int shmq__ring_take(struct shmq_map *m, uint32_t part, uint32_t g,
-		    uint32_t member, struct shmq_frame_view *view);
+		    uint32_t member, struct shmq_member_slot *lease,
+		    struct shmq_frame_view *view);
 
 /*
  * Take what lies at [pos, next) for group g, read from elsewhere (the spill
@@ -395,21 +397,63 @@ void shmq__seg_unlock(struct shmq_map *m);
 void shmq__group_rebalance(struct shmq_map *m, uint32_t g, uint32_t gone);
 
 /*
- * SHARED groups: put the message at x of partition p back for group g's
- * members, as delivery number `count` (one of two slots per group and
- * partition).  The caller still holds x, so the ring keeps it until a member
- * takes it.  Returns false when both slots are in use.
- */
-bool shmq__group_put_back(struct shmq_map *m, uint32_t p, uint32_t g,
-			  uint64_t x, uint32_t count);
-
-/*
  * member, the previous owner of partition p, lets go of it (it holds
  * nothing of p any more): clear the new owner's PENDING.  Returns whether
  * there was anything to let go.  Under the registration mutex.
  */
 bool shmq__group_let_go(struct shmq_map *m, uint32_t p, uint32_t g,
 			uint32_t member);
+
+/* ------------------------------------------------------------------------
+ * lease.c: SHARED group members' leases on what they hold
+ */
+
+/* SHMQ_LEASE_FREE, HELD or PARKED of a lease word. */
+uint32_t shmq__lease_state(uint64_t word);
+
+/*
+ * Before the CAS that takes pos of part: the member's own lease (FREE)
+ * becomes HELD on it, as delivery number count.
+ */
+void shmq__lease_prepare(struct shmq_member_slot *s, uint32_t part,
+			 uint64_t pos, uint32_t count);
+
+/*
+ * The member is done with what its lease is on (an ack, or a take that lost
+ * its CAS).  Returns 0 (done: nobody else will get it), or SHMQ_EREVOKED
+ * (it ran past the ack timeout and another member took it meanwhile).
+ */
+int shmq__lease_end(struct shmq_map *m, struct shmq_member_slot *s);
+
+/*
+ * Park the lease `held` (a HELD word read from s) for delivery again, for
+ * `reason` (SHMQ_PARKED_*).  Returns false if the word changed meanwhile.
+ */
+bool shmq__lease_park(struct shmq_map *m, struct shmq_member_slot *s,
+		      uint64_t held, uint32_t reason);
+
+/* A parked lease as seen by a member that may take it. */
+struct shmq_lease_view {
+	uint32_t slot;
+	uint32_t part;
+	uint64_t word;
+	uint64_t pos;
+	uint32_t count;	 /* deliveries so far */
+	uint32_t reason; /* SHMQ_PARKED_* */
+};
+
+/* A parked lease of group g, looking from member slot `from` on. */
+bool shmq__lease_find_parked(struct shmq_map *m, uint32_t g, uint32_t from,
+			     struct shmq_lease_view *out);
+
+/*
+ * Take the parked lease v of group g: CAS it to FREE (another member's), or
+ * with back, to HELD again (the caller's own, as delivery count + 1).  The
+ * caller's hazard on v->pos is published first.  Returns false when another
+ * member (or a late ack) won it.
+ */
+bool shmq__lease_take_parked(struct shmq_map *m, uint32_t g,
+			     const struct shmq_lease_view *v, bool back);
 
 /* ------------------------------------------------------------------------
  * reap.c: recovery from dead and stalled processes (shmqd)
@@ -431,6 +475,7 @@ struct shmq_reap_stats {
 	uint32_t dead_members;
 	uint32_t padded_dead;	 /* claims padded because their producer died */
 	uint32_t padded_stalled; /* claims revoked after the stall timeout */
+	uint32_t expired_leases; /* messages held past an ack timeout, parked */
 };
 
 /*

@@ -66,6 +66,9 @@ static void reap_log(const struct shmqd_topic *t,
 	say(what, sizeof(what), &len, s->dead_members,
 	    "consumer slot of a dead process freed",
 	    "consumer slots of dead processes freed");
+	say(what, sizeof(what), &len, s->expired_leases,
+	    "message held past its ack timeout given to the group again",
+	    "messages held past their ack timeout given to the group again");
 	if (len)
 		shmqd_log("topic %s: %s", t->name, what);
 }
