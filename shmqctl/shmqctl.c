@@ -75,6 +75,10 @@ enum {
 	OPT_FROM,
 	OPT_COUNT,
 	OPT_PRINT_OFFSETS,
+	OPT_ACK,
+	OPT_ACK_TIMEOUT,
+	OPT_MAX_DELIVERIES,
+	OPT_DEAD_LETTER,
 	OPT_VERSION,
 };
 
@@ -866,6 +870,10 @@ static int print_groups(const struct shmq_topic_stat *st)
 		       gs->members, gs->members == 1 ? "" : "s", lag);
 		if (gs->mode == SHMQ_GROUP_PARTITIONED)
 			printf(", generation %" PRIu32, gs->generation);
+		else
+			printf(", waiting again %" PRIu32 ", redelivered %" PRIu64
+			       ", ack timeouts %" PRIu64 ", dead-lettered %" PRIu64,
+			       gs->parked, gs->redelivered, gs->expired, gs->dead_lettered);
 		printf("\n");
 		for (i = 0; i < gs->members; i++) {
 			const struct shmq_member_stat *ms = &gs->member[i];
@@ -1159,14 +1167,18 @@ static int cmd_consume(const struct command *cmd, int argc, char **argv)
 		{ "count", required_argument, NULL, OPT_COUNT },
 		{ "timeout", required_argument, NULL, OPT_TIMEOUT },
 		{ "print-offsets", no_argument, NULL, OPT_PRINT_OFFSETS },
+		{ "ack", no_argument, NULL, OPT_ACK },
+		{ "ack-timeout", required_argument, NULL, OPT_ACK_TIMEOUT },
+		{ "max-deliveries", required_argument, NULL, OPT_MAX_DELIVERIES },
+		{ "dead-letter", required_argument, NULL, OPT_DEAD_LETTER },
 		{ 0 },
 	};
 	struct shmq_consumer_opts co = SHMQ_CONSUMER_OPTS_INIT;
 	shmq_consumer_t *consumer = NULL;
 	shmq_client_t *client;
 	const char *group = NULL;
-	bool offsets = false;
-	uint64_t count = 0, got = 0;
+	bool offsets = false, ack = false;
+	uint64_t count = 0, got = 0, n;
 	int timeout_ms = -1;
 	int64_t deadline = 0;
 	uint64_t from_time = 0;
@@ -1221,6 +1233,26 @@ static int cmd_consume(const struct command *cmd, int argc, char **argv)
 		case OPT_PRINT_OFFSETS:
 			offsets = true;
 			break;
+		case OPT_ACK:
+			ack = true;
+			break;
+		case OPT_ACK_TIMEOUT:
+			if (!parse_u64_range(optarg, 1, UINT32_MAX, &n))
+				return usage_error(cmd, "--ack-timeout: '%s' is not a positive number of milliseconds",
+						   optarg);
+			co.ack_timeout_ms = (uint32_t)n;
+			break;
+		case OPT_MAX_DELIVERIES:
+			if (!parse_u64_range(optarg, 1, UINT32_MAX, &n))
+				return usage_error(cmd, "--max-deliveries: '%s' is not a positive number",
+						   optarg);
+			co.max_deliveries = (uint32_t)n;
+			break;
+		case OPT_DEAD_LETTER:
+			if (!valid_name(optarg))
+				return usage_error(cmd, "--dead-letter: bad topic name '%s'", optarg);
+			co.dead_letter_topic = optarg;
+			break;
 		}
 	}
 	rc = positionals(cmd, argc, argv, 1, &topic);
@@ -1228,6 +1260,10 @@ static int cmd_consume(const struct command *cmd, int argc, char **argv)
 		return rc;
 	if (!group)
 		return usage_error(cmd, "missing --group G");
+	if ((co.ack_timeout_ms || co.max_deliveries) && !ack)
+		return usage_error(cmd, "--ack-timeout and --max-deliveries go with --ack");
+	if (!co.max_deliveries != !co.dead_letter_topic)
+		return usage_error(cmd, "--max-deliveries and --dead-letter go together");
 	rc = open_client(cmd, &client);
 	if (rc)
 		return rc;
@@ -1279,8 +1315,8 @@ static int cmd_consume(const struct command *cmd, int argc, char **argv)
 			 */
 			int serr = errno;
 
-			err = shmq_consumer_seek(consumer, msg.partition,
-						 msg.offset);
+			err = ack ? shmq_consumer_nack(consumer) :
+				shmq_consumer_seek(consumer, msg.partition, msg.offset);
 			if (err)
 				fail(err, "give back offset %" PRIu64 " of partition %" PRIu32,
 				     msg.offset, msg.partition);
@@ -1292,6 +1328,15 @@ static int cmd_consume(const struct command *cmd, int argc, char **argv)
 			break;
 		}
 		got++;
+		if (ack) {
+			/* Printed and flushed: done with it, and the group knows. */
+			err = shmq_consumer_ack(consumer);
+			if (err == SHMQ_EREVOKED)
+				fprintf(stderr, PROG ": partition %" PRIu32 " offset %" PRIu64
+					": printed after its ack timeout; another member has it too\n",
+					msg.partition, msg.offset);
+			shmq_consumer_commit(consumer);
+		}
 		if (timeout_ms >= 0)
 			deadline = now_ms() + timeout_ms;
 	}
@@ -1350,7 +1395,8 @@ static const struct command commands[] = {
 	  "Prints nothing on success; stops at the first failed send.\n" },
 	{ "consume", cmd_consume,
 	  "consume TOPIC --group G [--from earliest|latest|committed|OFFSET|TIME]\n"
-	  "          [--mode shared|partitioned] [--count N] [--timeout MS] [--print-offsets]",
+	  "          [--mode shared|partitioned] [--count N] [--timeout MS] [--print-offsets]\n"
+	  "          [--ack [--ack-timeout MS] [--max-deliveries N --dead-letter TOPIC]]",
 	  "Print each message's value on its own line, as a member of group G.\n"
 	  "  --from WHERE     where a group with no live member starts (default committed);\n"
 	  "                   an OFFSET (as --print-offsets shows) applies to every partition;\n"
@@ -1361,6 +1407,12 @@ static const struct command commands[] = {
 	  "  --count N        exit after N messages\n"
 	  "  --timeout MS     exit when no message came for MS milliseconds (default never)\n"
 	  "  --print-offsets  prefix each value with PARTITION<tab>OFFSET<tab>\n"
+	  "  --ack            acknowledge and commit each message once it is printed and\n"
+	  "                   flushed; one that cannot be written is given back (nack)\n"
+	  "  --ack-timeout MS shared groups: a message not acknowledged within MS goes\n"
+	  "                   to another member\n"
+	  "  --max-deliveries N --dead-letter TOPIC\n"
+	  "                   shared groups: a message delivered N times goes to TOPIC\n"
 	  "On exit (also on SIGINT or SIGTERM) what was printed is committed for G.\n" },
 };
 

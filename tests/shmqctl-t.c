@@ -284,7 +284,7 @@ int main(void)
 	pid_t shmqd;
 
 	tu_init(90);
-	plan(56);
+	plan(60);
 	tu_program("shmqctl", ctl_path, sizeof(ctl_path));
 	if (access(ctl_path, X_OK))
 		bail("no shmqctl at %s", ctl_path);
@@ -431,6 +431,26 @@ int main(void)
 		okr(r.status == 1 && is_error_msg(&r), "joining a partitioned group as shared is refused");
 		run_ctl(&r, NULL, "consume", "t1", "--group", "tx", "--from", "yesterday", NULL);
 		okr(r.status == 2 && is_error_msg(&r), "--from with a word that is no time is a usage error");
+	}
+	/* --ack: each message acknowledged and committed once printed. */
+	{
+		const char *nl1 = strchr(input, '\n'), *nl2 = nl1 ? strchr(nl1 + 1, '\n') : NULL;
+
+		run_ctl(&r, NULL, "consume", "t1", "--group", "ta", "--from", "earliest",
+			"--ack", "--ack-timeout", "5000", "--count", "1", NULL);
+		okr(r.status == 0 && nl1 && r.out_len == (size_t)(nl1 - input) + 1 &&
+		    !strncmp(r.out, input, r.out_len),
+		    "consume --ack --count 1 prints the first message");
+		run_ctl(&r, NULL, "consume", "t1", "--group", "ta", "--ack", "--count", "1", NULL);
+		okr(r.status == 0 && nl2 && r.out_len == (size_t)(nl2 - nl1) &&
+		    !strncmp(r.out, nl1 + 1, r.out_len),
+		    "the next consume --ack of the group goes on with the second");
+		run_ctl(&r, NULL, "consume", "t1", "--group", "ta", "--ack-timeout", "10", NULL);
+		okr(r.status == 2 && is_error_msg(&r), "--ack-timeout without --ack is a usage error");
+		run_ctl(&r, NULL, "groups", "t1", NULL);
+		okr(r.status == 0 && strstr(r.out, "group ta: shared") &&
+		    strstr(r.out, "redelivered 0") && strstr(r.out, "dead-lettered 0"),
+		    "groups shows a shared group's redelivery counters");
 	}
 
 	run_ctl(&r, NULL, "delete", "t1", NULL);
