@@ -63,6 +63,18 @@ struct cfg {
 	int n;			/* N, K, M or P */
 	int producers, consumers, groups, partitions;
 	bool exact;		/* each consumer sees every message in order */
+	int ack;		/* SHARED: ACK_* below */
+};
+
+/*
+ * How shared-group members acknowledge (lease.c): the default (the next
+ * poll acknowledges), at most once (no lease at all), or an explicit
+ * shmq_consumer_ack() per message with an ack timeout set (a CAS per ack,
+ * as shmqd may expire the lease at the same moment).
+ */
+enum { ACK_POLL, ACK_NONE, ACK_EXPLICIT };
+static const char *const ack_name[] = {
+	[ACK_POLL] = "", [ACK_NONE] = "-at-most-once", [ACK_EXPLICIT] = "-ack",
 };
 
 struct ctl {
@@ -152,6 +164,10 @@ static int consumer(void *arg)
 	/* Fan-out: one group per consumer; otherwise all in group 0. */
 	snprintf(group, sizeof(group), "g%d", c->shape == SH_FANOUT ? me : 0);
 	co.from = SHMQ_FROM_EARLIEST;
+	if (c->ack == ACK_NONE)
+		co.flags = SHMQ_CONSUMER_AT_MOST_ONCE;
+	if (c->ack == ACK_EXPLICIT)
+		co.ack_timeout_ms = 30000;
 	check(shmq_open(ns.dir, NULL, &cl), "shmq_open");
 	check(shmq_consumer_open(cl, topic, group, &co, &in), "shmq_consumer_open");
 	hx_ready();
@@ -194,6 +210,8 @@ static int consumer(void *arg)
 				hx_fail("%s: message %u/%llu delivered twice",
 					shape_name[c->shape], prod, (unsigned long long)k);
 		}
+		if (c->ack == ACK_EXPLICIT)
+			check(shmq_consumer_ack(in), "shmq_consumer_ack");
 		ctl->got[me]++;
 		if (__atomic_load_n(&ctl->phase, __ATOMIC_RELAXED) == 1)
 			ctl->got_win[me]++;
@@ -215,8 +233,8 @@ static void run_one(const struct cfg *c, int r, double *produced,
 
 	cur = c;
 	memset(ctl, 0, ctl_bytes);
-	snprintf(topic, sizeof(topic), "shape-%s-%d-%d-%u", shape_name[c->shape],
-		 c->n, r, ++id);
+	snprintf(topic, sizeof(topic), "shape-%s%s-%d-%d-%u", shape_name[c->shape],
+		 ack_name[c->ack], c->n, r, ++id);
 	rc = bench_topic_create(&ns, topic, RING_BYTES, MAX_MSG,
 				(uint32_t)c->partitions);
 	if (rc < 0)
@@ -285,13 +303,16 @@ int main(int argc, char **argv)
 	run_s = bench_env_double("BENCH_SHAPE_SECONDS", bench_by_mode(&o, 0.25, 1.5));
 	warm_s = bench_env_double("BENCH_SHAPE_WARM", bench_by_mode(&o, 0.1, 0.3));
 
-	cfgs[ncfg++] = (struct cfg){ SH_ONE, 1, 1, 1, 1, 1, true };
+	cfgs[ncfg++] = (struct cfg){ SH_ONE, 1, 1, 1, 1, 1, true, ACK_POLL };
 	for (int n = 2; n <= 4; n *= 2) {
-		cfgs[ncfg++] = (struct cfg){ SH_PRODUCERS, n, n, 1, 1, 1, true };
-		cfgs[ncfg++] = (struct cfg){ SH_FANOUT, n, 1, n, n, 1, true };
-		cfgs[ncfg++] = (struct cfg){ SH_SHARED, n, 1, n, 1, 1, false };
-		cfgs[ncfg++] = (struct cfg){ SH_PARTS, n, 1, 1, 1, n, false };
+		cfgs[ncfg++] = (struct cfg){ SH_PRODUCERS, n, n, 1, 1, 1, true, ACK_POLL };
+		cfgs[ncfg++] = (struct cfg){ SH_FANOUT, n, 1, n, n, 1, true, ACK_POLL };
+		cfgs[ncfg++] = (struct cfg){ SH_SHARED, n, 1, n, 1, 1, false, ACK_POLL };
+		cfgs[ncfg++] = (struct cfg){ SH_PARTS, n, 1, 1, 1, n, false, ACK_POLL };
 	}
+	/* Acknowledgement costs, beside the shared group of 2 above. */
+	cfgs[ncfg++] = (struct cfg){ SH_SHARED, 2, 1, 2, 1, 1, false, ACK_NONE };
+	cfgs[ncfg++] = (struct cfg){ SH_SHARED, 2, 1, 2, 1, 1, false, ACK_EXPLICIT };
 	ctl_bytes = sizeof(*ctl) + (size_t)4 * (CAP / 64) * sizeof(uint64_t);
 	ctl = hx_shared_alloc(ctl_bytes);
 
@@ -308,7 +329,7 @@ int main(int argc, char **argv)
 			run_one(&cfgs[i], r, &prod[i][r], &deliv[i][r]);
 		}
 
-	printf("  %-36s %24s %24s %8s\n", "shape", "produced Mmsg/s", "delivered Mmsg/s",
+	printf("  %-44s %24s %24s %8s\n", "shape", "produced Mmsg/s", "delivered Mmsg/s",
 	       "vs 1:1");
 	for (int i = 0; i < ncfg; i++) {
 		const struct cfg *c = &cfgs[i];
@@ -329,27 +350,31 @@ int main(int argc, char **argv)
 		case SH_ONE: snprintf(lab, sizeof(lab), "1 producer -> 1 consumer"); break;
 		case SH_PRODUCERS: snprintf(lab, sizeof(lab), "%d producers -> 1 partition", c->n); break;
 		case SH_FANOUT: snprintf(lab, sizeof(lab), "1 producer -> %d groups (fan-out)", c->n); break;
-		case SH_SHARED: snprintf(lab, sizeof(lab), "1 shared group of %d members", c->n); break;
+		case SH_SHARED:
+			snprintf(lab, sizeof(lab), "1 shared group of %d members%s", c->n,
+				 c->ack == ACK_NONE ? ", at most once" :
+				 c->ack == ACK_EXPLICIT ? ", ack each" : "");
+			break;
 		case SH_PARTS: snprintf(lab, sizeof(lab), "1 group over %d partitions", c->n); break;
 		}
-		printf("  %-36s %24s %24s %7.2fx\n", lab,
+		printf("  %-44s %24s %24s %7.2fx\n", lab,
 		       bench_fmt_spread(a, sizeof(a), "%.3f", &sp),
 		       bench_fmt_spread(b, sizeof(b), "%.3f", &sd), sd.med / ref);
 		if (json)
 			fprintf(json, "{\"bench\":\"shapes\",\"time\":\"%s\",\"transport\":\"shmq\","
-				"\"metric\":\"throughput\",\"shape\":\"%s\",\"n\":%d,"
+				"\"metric\":\"throughput\",\"shape\":\"%s%s\",\"n\":%d,"
 				"\"producers\":%d,\"consumers\":%d,\"groups\":%d,"
 				"\"partitions\":%d,\"msg_bytes\":%u,\"runs\":%d,"
 				"\"produced_msgs_per_s\":%.0f,\"produced_msgs_per_s_min\":%.0f,"
 				"\"produced_msgs_per_s_max\":%.0f,"
 				"\"delivered_msgs_per_s\":%.0f,\"delivered_msgs_per_s_min\":%.0f,"
 				"\"delivered_msgs_per_s_max\":%.0f,\"delivered_vs_1to1\":%.4f}\n",
-				bench_started(), shape_name[c->shape], c->n, c->producers,
+				bench_started(), shape_name[c->shape], ack_name[c->ack], c->n, c->producers,
 				c->consumers, c->groups, c->partitions, MSG, o.runs,
 				sp.med * 1e6, sp.min * 1e6, sp.max * 1e6, sd.med * 1e6,
 				sd.min * 1e6, sd.max * 1e6, sd.med / ref);
 	}
-	printf("  %-36s see \"Spill and replay\" (bench-spill, 1 KiB, on disk)\n",
+	printf("  %-44s see \"Spill and replay\" (bench-spill, 1 KiB, on disk)\n",
 	       "spill engaged, replay from disk");
 	printf("  (%.1f s)\n\n", (double)(bench_now_ns() - t_start) / 1e9);
 	hx_shared_free(ctl, ctl_bytes);

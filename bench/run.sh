@@ -9,7 +9,8 @@
 #   plugins built here, so that the Makefile never needs their libraries);
 #   one shmqd on a private namespace for the whole run; the three programs
 #   (latency, throughput, shapes), each of which measures shmq and its
-#   baselines in the same rounds; then bench-spill with a second shmqd on a
+#   baselines in the same rounds, and bench-groups (recovery after a
+#   member's death); then bench-spill with a second shmqd on a
 #   namespace of its own on the disk (BENCH_SPILL_DIR, default /var/tmp:
 #   $TMPDIR may be tmpfs, and spilling is about the disk); then the plots
 #   and the verdict on every issue-5 target.
@@ -55,7 +56,7 @@ else
 fi
 
 for p in "$SHMQ_BUILD/shmqd" "$bin/bench-latency" "$bin/bench-throughput" \
-	"$bin/bench-shapes" "$bin/bench-spill"; do
+	"$bin/bench-shapes" "$bin/bench-groups" "$bin/bench-spill"; do
 	if [ ! -x "$p" ]; then
 		echo "bench: $p is missing; run \`make bench\`" >&2
 		exit 1
@@ -248,7 +249,7 @@ fi
 
 targets=$tmp/targets.txt
 : >"$targets"
-for prog in latency throughput shapes; do
+for prog in latency throughput shapes groups; do
 	"$bin/bench-$prog" --dir "$ns" --json "$out.tmp" --plots "$plots" \
 		--targets "$targets"
 done
