@@ -251,8 +251,8 @@ static bool revoke(struct shmq_map *m, struct shmq_producer_slot *s,
 void shmq__reap_topic(struct shmq_map *m, struct shmq_reap_state *st,
 		      uint64_t now_ns, struct shmq_reap_stats *stats)
 {
-	bool slow = (st->passes % SLOW_PASSES) == 0;
-	bool members = (st->passes % MEMBER_PASSES) == 0;
+	bool slow = st->force || (st->passes % SLOW_PASSES) == 0;
+	bool members = st->force || (st->passes % MEMBER_PASSES) == 0;
 	bool woke = false;
 	uint32_t i, g;
 
@@ -285,11 +285,16 @@ void shmq__reap_topic(struct shmq_map *m, struct shmq_reap_state *st,
 			}
 			continue;
 		}
-		/* first_seen_ns 0: a fresh (zeroed) memo has seen nothing. */
+		/*
+		 * first_seen_ns 0: a fresh (zeroed) memo has seen nothing.  A
+		 * claim seen for the first time is only remembered, unless a
+		 * death was announced: then whose it is is worth a look now.
+		 */
 		if (claim != memo->claim_pos || memo->first_seen_ns == 0) {
 			memo->claim_pos = claim;
 			memo->first_seen_ns = now_ns | 1;
-			continue;
+			if (!st->force)
+				continue;
 		}
 		if (!shmq__owner_alive(&o)) {
 			enum claim_state cs = claim_state(m, i, part, claim, len);

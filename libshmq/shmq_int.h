@@ -467,6 +467,11 @@ struct shmq_reap_slot_memo {
 
 struct shmq_reap_state {
 	uint64_t passes;
+	/*
+	 * This pass looks at everything (shmqd learnt of a death): members
+	 * and idle slots now, and a claim's owner even at its first sighting.
+	 */
+	bool force;
 	struct shmq_reap_slot_memo producer[SHMQ_MAX_PRODUCERS];
 };
 

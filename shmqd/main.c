@@ -357,12 +357,12 @@ static int ms_until(uint64_t now_ns, uint64_t when_ns)
 
 static void event_loop(struct shmqd *d)
 {
-	struct pollfd pfd[2 + SHMQD_MAX_CLIENTS];
+	struct pollfd pfd[3 + SHMQD_MAX_CLIENTS];
 	uint64_t interval_ns = d->reap_interval_ms * 1000000ull;
 	uint64_t now = shmq__mono_ns();
 	uint64_t next_reap = now + interval_ns;
 	uint64_t next_retry = now + SHMQD_RETRY_OFFLINE_MS * 1000000ull;
-	bool spill_more = false;
+	bool spill_more = false, death = false;
 	unsigned n;
 	int rc, sig;
 
@@ -370,9 +370,14 @@ static void event_loop(struct shmqd *d)
 		pfd[0].fd = d->signal_fd;
 		pfd[0].events = POLLIN;
 		pfd[0].revents = 0;
-		n = shmqd_ctl_pollfds(d, pfd + 1);
+		/* Deaths of attached processes (watch.c); -1 is ignored by poll. */
+		pfd[1].fd = shmqd_watch_fd(&d->watch);
+		pfd[1].events = POLLIN;
+		pfd[1].revents = 0;
+		n = shmqd_ctl_pollfds(d, pfd + 2);
 
-		rc = poll(pfd, n + 1, spill_more ? 0 : ms_until(shmq__mono_ns(), next_reap));
+		rc = poll(pfd, n + 2, spill_more || death ? 0 :
+			  ms_until(shmq__mono_ns(), next_reap));
 		if (rc < 0 && errno != EINTR) {
 			shmqd_err("poll: %s", strerror(errno));
 			/* Do not spin on a persistent error. */
@@ -395,16 +400,26 @@ static void event_loop(struct shmqd *d)
 				return;
 			}
 		}
+		if (rc > 0 && (pfd[1].revents & POLLIN) && shmqd_watch_events(d))
+			death = true;
 		if (rc > 0)
-			shmqd_ctl_serve(d, pfd + 1, n, now);
+			shmqd_ctl_serve(d, pfd + 2, n, now);
 		shmqd_ctl_expire(d, now);
+
+		if (death) {
+			/* A process died: recover what it held now, not at the cadence. */
+			death = false;
+			shmqd_reap_all(d, now, true);
+		}
 
 		if (now >= next_reap || spill_more) {
 			/* Disk work left over: come back at once (poll 0). */
 			spill_more = shmqd_spill_all(d, now);
 		}
 		if (now >= next_reap) {
-			shmqd_reap_all(d, now);
+			shmqd_reap_all(d, now, false);
+			/* New processes to watch; one already gone asks for a pass. */
+			death = shmqd_watch_scan(d);
 			/*
 			 * Keep the cadence, but after a long stall (a big
 			 * create, a stopped process) do not run a burst of
@@ -447,6 +462,7 @@ int main(int argc, char **argv)
 	}
 	if (setup_signals(&d))
 		return 1;
+	shmqd_watch_init(&d.watch);
 
 	shmqd_topics_adopt_all(&d);
 	if (shmqd_ctl_listen(&d)) {
@@ -463,6 +479,7 @@ int main(int argc, char **argv)
 
 	/* The socket first: no request may arrive while we take things down. */
 	shmqd_ctl_close(&d);
+	shmqd_watch_close(&d.watch);
 	shmqd_topics_detach_all(&d);
 	close(d.signal_fd);
 	/* The lock last: the next shmqd starts only after we let go. */

@@ -73,7 +73,7 @@ static void reap_log(const struct shmqd_topic *t,
 		shmqd_log("topic %s: %s", t->name, what);
 }
 
-void shmqd_reap_all(struct shmqd *d, uint64_t now_ns)
+void shmqd_reap_all(struct shmqd *d, uint64_t now_ns, bool force)
 {
 	for (size_t i = 0; i < d->ntopics; i++) {
 		struct shmqd_topic *t = d->topics[i];
@@ -82,6 +82,7 @@ void shmqd_reap_all(struct shmqd *d, uint64_t now_ns)
 		if (!t->online)
 			continue;
 		memset(&stats, 0, sizeof(stats));
+		t->reap.force = force;
 		shmq__reap_topic(&t->map, &t->reap, now_ns, &stats);
 		reap_log(t, &stats);
 	}

@@ -77,6 +77,23 @@ struct shmqd_client {
 	uid_t uid;
 };
 
+/* watch.c: pidfds of the processes attached to online topics. */
+#define SHMQD_WATCH_MAX 1024u
+
+struct shmqd_watch_entry {
+	uint32_t pid; /* 0: empty */
+	int fd;	      /* its pidfd, in the epoll set */
+	uint32_t seen; /* the last scan that found it in a slot */
+};
+
+struct shmqd_watch {
+	int epfd;
+	bool off;	/* no pidfds here: polling only */
+	bool full_said;
+	uint32_t n, scans;
+	struct shmqd_watch_entry e[SHMQD_WATCH_MAX];
+};
+
 struct shmqd {
 	const char *dir;
 	uint64_t ns;	/* namespace id of dir */
@@ -95,6 +112,8 @@ struct shmqd {
 	struct shmqd_topic **topics;
 	size_t ntopics, cap_topics;
 	uint64_t next_retry_ns;
+
+	struct shmqd_watch watch;
 };
 
 /* log.c: "shmqd[pid]: message" on stderr. */
@@ -127,7 +146,18 @@ void shmqd_ctl_serve(struct shmqd *d, const struct pollfd *pfd, unsigned n,
 void shmqd_ctl_expire(struct shmqd *d, uint64_t now_ns);
 
 /* reap.c */
-void shmqd_reap_all(struct shmqd *d, uint64_t now_ns);
+/* force: every slot and every check now (a process just died). */
+void shmqd_reap_all(struct shmqd *d, uint64_t now_ns, bool force);
+
+/* watch.c */
+int shmqd_watch_init(struct shmqd_watch *w);
+void shmqd_watch_close(struct shmqd_watch *w);
+/* The fd to poll for deaths, or -1 when deaths are noticed by polling. */
+int shmqd_watch_fd(const struct shmqd_watch *w);
+/* Watch every process attached now; true if one is already gone. */
+bool shmqd_watch_scan(struct shmqd *d);
+/* Deaths since the last call (the fd was readable). */
+uint32_t shmqd_watch_events(struct shmqd *d);
 
 /*
  * spill.c.  prepare: allocate a topic's spill state when it comes online;

@@ -16,6 +16,7 @@
  * the daemon inherits the descriptor.
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <grp.h>
 #include <fcntl.h>
@@ -506,6 +507,107 @@ static int flow_consumer(const char *dir, int ready_fd)
  * 5. SIGKILL with traffic flowing, adoption, then a lost segment
  */
 
+/* Open file descriptors of process pid, or -1. */
+static int fd_count(pid_t pid)
+{
+	char path[64];
+	struct dirent *e;
+	DIR *dp;
+	int n = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+	dp = opendir(path);
+	if (!dp)
+		return -1;
+	while ((e = readdir(dp)))
+		if (e->d_name[0] != '.')
+			n++;
+	closedir(dp);
+	return n;
+}
+
+/*
+ * shmqd watches attached processes with pidfds (shmqd/watch.c): one more
+ * fd while a process is attached, none left after it dies or leaves, over
+ * many processes that exit, are killed, or close.
+ */
+static void test_watch_fds(shmq_client_t *c, pid_t daemon)
+{
+	struct shmq_topic_opts to = SHMQ_TOPIC_OPTS_INIT;
+	int base, during = -1, after = -1, k, fds[2];
+	uint64_t deadline;
+	pid_t kid;
+	char one;
+
+	to.ring_bytes = 64 << 10;
+	if (shmq_topic_create(c, "watched", &to))
+		bail("create watched: %s", shmq_errdetail());
+	sleep_ms(50);
+	base = fd_count(daemon);
+	if (pipe(fds))
+		bail("pipe");
+	kid = fork();
+	if (kid == 0) {
+		shmq_producer_t *p;
+
+		tap_child();
+		if (shmq_producer_open(c, "watched", NULL, &p))
+			_exit(2);
+		if (write(fds[1], "x", 1) != 1)
+			_exit(3);
+		pause();
+		_exit(0);
+	}
+	if (read(fds[0], &one, 1) != 1)
+		bail("the attached child did not start");
+	deadline = tu_now_ns() + 3000000000ull;
+	while ((during = fd_count(daemon)) <= base && tu_now_ns() < deadline)
+		sleep_ms(5);
+	kill(kid, SIGKILL);
+	tu_wait_child(kid, 2000);
+	close(fds[0]);
+	close(fds[1]);
+	if (during <= base) {
+		skip(2, "shmqd opened no pidfd (no pidfd_open here?): deaths are noticed by polling");
+		return;
+	}
+	/* Forty more: exiting attached, closing first, and killed. */
+	for (k = 0; k < 40; k++) {
+		kid = fork();
+		if (kid == 0) {
+			struct shmq_consumer_opts co = SHMQ_CONSUMER_OPTS_INIT;
+			shmq_consumer_t *cons;
+			shmq_producer_t *p;
+
+			tap_child();
+			if (shmq_producer_open(c, "watched", NULL, &p) ||
+			    shmq_consumer_open(c, "watched", "w", &co, &cons))
+				_exit(2);
+			sleep_ms(20);
+			if (k % 3 == 1) {
+				shmq_producer_close(p);
+				shmq_consumer_close(cons);
+			}
+			if (k % 3 == 2)
+				pause(); /* killed */
+			_exit(0);
+		}
+		if (k % 3 == 2) {
+			sleep_ms(30);
+			kill(kid, SIGKILL);
+		}
+		tu_wait_child(kid, 3000);
+	}
+	deadline = tu_now_ns() + 5000000000ull;
+	while ((after = fd_count(daemon)) > base && tu_now_ns() < deadline)
+		sleep_ms(10);
+	ok(during == base + 1, "shmqd watches an attached process with one pidfd (%d -> %d)",
+	   base, during);
+	is_int(after, base, "after 41 processes died or left, none of their pidfds is left open");
+	if (shmq_topic_delete(c, "watched"))
+		bail("delete watched: %s", shmq_errdetail());
+}
+
 static void test_kill_and_adopt(const char *dir)
 {
 	char log[PATH_MAX], seg[SHMQ_SEGNAME_MAX];
@@ -827,7 +929,7 @@ int main(void)
 	int status;
 
 	tu_init(ALARM_SECONDS);
-	plan(64);
+	plan(66);
 
 	tu_make_dir("shmqd", d1, sizeof(d1));
 	tu_make_dir("shmqd-flow", d2, sizeof(d2));
@@ -840,6 +942,7 @@ int main(void)
 	is_int(shmq_open(d1, NULL, &c), 0, "shmq_open");
 	test_topics(d1, c);
 	test_bad_clients(d1, c);
+	test_watch_fds(c, daemon);
 
 	status = tu_shmqd_stop(daemon, 0);
 	ok(exited_ok(status), "shmqd exits 0 on SIGTERM");
