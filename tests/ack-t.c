@@ -256,6 +256,37 @@ static int wait_parked(shmq_client_t *cl, const char *group, uint32_t want)
 	return -1;
 }
 
+/*
+ * A member process of group that takes one message, says so on fd, and
+ * holds it (never acknowledges) until it is killed.
+ */
+static pid_t spawn_holder(const char *group, const struct shmq_consumer_opts *o,
+			  int fd)
+{
+	pid_t kid = fork();
+
+	if (kid < 0)
+		bail("fork");
+	if (kid == 0) {
+		shmq_client_t *c2;
+		shmq_consumer_t *c;
+		struct shmq_msg m;
+		char one = 1;
+
+		tap_child();
+		if (shmq_open(dir, NULL, &c2))
+			_exit(2);
+		c = join(c2, group, o);
+		if (shmq_consumer_poll(c, &m, 2000))
+			_exit(3);
+		if (write(fd, &one, 1) != 1)
+			_exit(4);
+		pause();
+		_exit(5);
+	}
+	return kid;
+}
+
 /* Five members die holding one message each, all of partition 0. */
 static void many_parked(shmq_client_t *cl, shmq_producer_t *p)
 {
@@ -271,25 +302,8 @@ static void many_parked(shmq_client_t *cl, shmq_producer_t *p)
 	send_ids(p, 0, 10000, 5);
 	if (pipe(fds))
 		bail("pipe");
-	for (k = 0; k < 5; k++) {
-		kid[k] = fork();
-		if (kid[k] == 0) {
-			shmq_client_t *c2;
-			shmq_consumer_t *c;
-			char one = 1;
-
-			tap_child();
-			if (shmq_open(dir, NULL, &c2))
-				_exit(2);
-			c = join(c2, "five", NULL);
-			if (shmq_consumer_poll(c, &m, 2000))
-				_exit(3);
-			if (write(fds[1], &one, 1) != 1)
-				_exit(4);
-			pause();
-			_exit(5);
-		}
-	}
+	for (k = 0; k < 5; k++)
+		kid[k] = spawn_holder("five", NULL, fds[1]);
 	close(fds[1]);
 	for (k = 0; k < 5; k++) {
 		char one;
@@ -466,23 +480,7 @@ static void at_most_once(shmq_client_t *cl, shmq_producer_t *p)
 	send_ids(p, 0, 40000, 1);
 	if (pipe(fds))
 		bail("pipe");
-	kid = fork();
-	if (kid == 0) {
-		shmq_client_t *c2;
-		shmq_consumer_t *c;
-
-		tap_child();
-		if (shmq_open(dir, NULL, &c2))
-			_exit(2);
-		c = join(c2, "amo", &o);
-		if (shmq_consumer_poll(c, &m, 2000))
-			_exit(3);
-		one = 1;
-		if (write(fds[1], &one, 1) != 1)
-			_exit(4);
-		pause();
-		_exit(5);
-	}
+	kid = spawn_holder("amo", &o, fds[1]);
 	close(fds[1]);
 	if (read(fds[0], &one, 1) != 1)
 		bail("the at-most-once member took nothing");
