@@ -69,31 +69,12 @@ static shmq_client_t *cl;
  */
 #define MSG_MAGIC 0x6b696c6cu /* "kill" */
 
-struct msg_head {
-	uint32_t magic;
-	uint32_t producer;
-	uint64_t seq;
-	uint32_t len;
-	uint32_t crc;
-};
-
-static void make_msg(uint8_t *buf, size_t len, uint32_t producer, uint64_t seq)
-{
-	struct msg_head h = { MSG_MAGIC, producer, seq, (uint32_t)len, 0 };
-	size_t i;
-
-	for (i = sizeof h; i < len; i++)
-		buf[i] = (uint8_t)(seq * 11 + producer * 5 + i);
-	h.crc = tu_crc(buf + sizeof h, len - sizeof h);
-	memcpy(buf, &h, sizeof h);
-}
-
 static int send_msg(shmq_producer_t *p, uint32_t producer, uint64_t seq,
 		    size_t len, int timeout_ms)
 {
 	static uint8_t buf[8192];
 
-	make_msg(buf, len, producer, seq);
+	tu_msg_make(buf, len, MSG_MAGIC, producer, seq);
 	return shmq_send(p, 0, NULL, 0, buf, len, timeout_ms, NULL);
 }
 
@@ -113,39 +94,30 @@ struct stream {
 static void judge(struct stream *s, const struct shmq_msg *m, uint32_t *id,
 		  uint64_t *seq)
 {
-	struct msg_head h;
+	uint32_t producer;
 
 	s->delivered++;
 	*id = UINT32_MAX;
-	if (m->value_len < sizeof h) {
+	if (!tu_msg_check(m, MSG_MAGIC, &producer, seq) || producer >= ID_MAX) {
 		if (s->bad++ < 5)
-			diag("%s: short message (%zu bytes) at %" PRIu64, s->name,
-			     m->value_len, m->offset);
+			diag("%s: message at %" PRIu64 " (%zu bytes) fails its checks",
+			     s->name, m->offset, m->value_len);
 		return;
 	}
-	memcpy(&h, m->value, sizeof h);
-	if (h.magic != MSG_MAGIC || h.len != m->value_len || h.producer >= ID_MAX ||
-	    h.crc != tu_crc((const uint8_t *)m->value + sizeof h, m->value_len - sizeof h)) {
-		if (s->bad++ < 5)
-			diag("%s: message at %" PRIu64 " fails its checks", s->name,
-			     m->offset);
-		return;
-	}
-	*id = h.producer;
-	*seq = h.seq;
-	if ((h.producer >= ID_VICTIM && h.producer < ID_VICTIM + 1000) ||
-	    (h.producer >= ID_STALLED && h.producer < ID_STALLED + 1000)) {
+	*id = producer;
+	if ((producer >= ID_VICTIM && producer < ID_VICTIM + 1000) ||
+	    (producer >= ID_STALLED && producer < ID_STALLED + 1000)) {
 		if (s->forbidden++ < 5)
 			diag("%s: delivered the abandoned message of producer %u at %" PRIu64,
-			     s->name, h.producer, m->offset);
+			     s->name, producer, m->offset);
 		return;
 	}
-	if (h.seq != s->expect[h.producer]) {
+	if (*seq != s->expect[producer]) {
 		if (s->bad++ < 5)
 			diag("%s: producer %u seq %" PRIu64 ", expected %" PRIu64, s->name,
-			     h.producer, h.seq, s->expect[h.producer]);
+			     producer, *seq, s->expect[producer]);
 	}
-	s->expect[h.producer] = h.seq + 1;
+	s->expect[producer] = *seq + 1;
 }
 
 /*
@@ -378,7 +350,7 @@ static void victim(int fd, uint32_t id, size_t value_len, int stage)
 		fprintf(stderr, "# victim %u: claim: %s\n", id, shmq_strerror(rc));
 		_exit(2);
 	}
-	make_msg(buf, value_len, id, 0);
+	tu_msg_make(buf, value_len, MSG_MAGIC, id, 0);
 	if (stage == 1)
 		memcpy(claim.value, buf, value_len / 2);
 	else if (stage == 2)
@@ -560,7 +532,7 @@ static void staller(int fd, uint32_t rep)
 	 * parent times the stall from here, not from when it was scheduled
 	 * to read the pipe. */
 	t = tu_now_ns();
-	make_msg(buf, 500, ID_STALLED + rep, 0);
+	tu_msg_make(buf, 500, MSG_MAGIC, ID_STALLED + rep, 0);
 	memcpy(claim.value, buf, 500);
 	if (write(fd, &t, sizeof t) != sizeof t)
 		_exit(91);

@@ -51,48 +51,17 @@ static shmq_client_t *cl;
  */
 #define MSG_MAGIC 0x706f6c69u /* "poli" */
 
-struct msg_head {
-	uint32_t magic;
-	uint32_t producer;
-	uint64_t seq;
-	uint32_t len;
-	uint32_t crc;
-};
-
-static size_t make_msg(uint8_t *buf, size_t len, uint32_t producer, uint64_t seq)
-{
-	struct msg_head h = { MSG_MAGIC, producer, seq, (uint32_t)len, 0 };
-	size_t i;
-
-	for (i = sizeof h; i < len; i++)
-		buf[i] = (uint8_t)(seq * 7 + producer * 13 + i);
-	h.crc = tu_crc(buf + sizeof h, len - sizeof h);
-	memcpy(buf, &h, sizeof h);
-	return len;
-}
-
 /* Is this one of ours, intact?  Fills producer and seq. */
 static bool check_msg(const struct shmq_msg *m, uint32_t *producer, uint64_t *seq)
 {
-	struct msg_head h;
-
-	if (m->value_len < sizeof h)
-		return false;
-	memcpy(&h, m->value, sizeof h);
-	if (h.magic != MSG_MAGIC || h.len != m->value_len)
-		return false;
-	if (h.crc != tu_crc((const uint8_t *)m->value + sizeof h, m->value_len - sizeof h))
-		return false;
-	*producer = h.producer;
-	*seq = h.seq;
-	return true;
+	return tu_msg_check(m, MSG_MAGIC, producer, seq);
 }
 
 static int send_msg(shmq_producer_t *p, uint32_t producer, uint64_t seq, int timeout_ms)
 {
 	uint8_t buf[VALUE_LEN];
 
-	make_msg(buf, sizeof buf, producer, seq);
+	tu_msg_make(buf, sizeof buf, MSG_MAGIC, producer, seq);
 	return shmq_send(p, 0, NULL, 0, buf, sizeof buf, timeout_ms, NULL);
 }
 

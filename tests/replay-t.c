@@ -44,43 +44,29 @@
 #define RING	 (64u << 10)
 #define NPART	 2
 
-struct hdr {
-	uint32_t seq;
-	uint32_t len;
-	uint32_t crc;
-};
+#define MSG_MAGIC 0x72706c79u /* "rply" */
 
 static char dir[256];
 static pid_t daemon_pid;
 static shmq_client_t *cl;
 
-/* A deterministic value for (partition, seq): 16..400 bytes. */
+/* A deterministic value for (partition, seq): 24..408 bytes. */
 static size_t make_value(uint32_t part, uint32_t seq, uint8_t *buf)
 {
-	struct hdr h;
-	size_t len = 16 + (seq * 37 + part * 11) % 385, i;
+	size_t len = sizeof(struct tu_msg_head) + (seq * 37 + part * 11) % 385;
 
-	for (i = sizeof(h); i < len; i++)
-		buf[i] = (uint8_t)(seq * 7 + i + part);
-	h.seq = seq;
-	h.len = (uint32_t)len;
-	h.crc = tu_crc(buf + sizeof(h), len - sizeof(h));
-	memcpy(buf, &h, sizeof(h));
-	return len;
+	return tu_msg_make(buf, len, MSG_MAGIC, part, seq);
 }
 
 /* Check a received value: returns its seq, or -1 when it is damaged. */
 static long check_value(const struct shmq_msg *m)
 {
-	struct hdr h;
+	uint32_t part;
+	uint64_t seq;
 
-	if (m->value_len < sizeof(h))
+	if (!tu_msg_check(m, MSG_MAGIC, &part, &seq) || part != m->partition)
 		return -1;
-	memcpy(&h, m->value, sizeof(h));
-	if (h.len != m->value_len ||
-	    h.crc != tu_crc((const uint8_t *)m->value + sizeof(h), h.len - sizeof(h)))
-		return -1;
-	return h.seq;
+	return (long)seq;
 }
 
 static void create(const char *name, int spill)

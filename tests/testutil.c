@@ -519,3 +519,33 @@ uint32_t tu_crc(const void *p, size_t n)
 		c = tu_crc_table[0][(c ^ *b++) & 0xff] ^ (c >> 8);
 	return ~c;
 }
+
+size_t tu_msg_make(void *buf, size_t len, uint32_t magic, uint32_t producer,
+		   uint64_t seq)
+{
+	struct tu_msg_head h = { magic, producer, seq, (uint32_t)len, 0 };
+	uint8_t *b = buf;
+	size_t i;
+
+	for (i = sizeof h; i < len; i++)
+		b[i] = (uint8_t)(seq * 11 + producer * 5 + i);
+	h.crc = tu_crc(b + sizeof h, len - sizeof h);
+	memcpy(b, &h, sizeof h);
+	return len;
+}
+
+bool tu_msg_check(const struct shmq_msg *m, uint32_t magic, uint32_t *producer,
+		  uint64_t *seq)
+{
+	struct tu_msg_head h;
+
+	if (m->value_len < sizeof h)
+		return false;
+	memcpy(&h, m->value, sizeof h);
+	if (h.magic != magic || h.len != m->value_len ||
+	    h.crc != tu_crc((const uint8_t *)m->value + sizeof h, m->value_len - sizeof h))
+		return false;
+	*producer = h.producer;
+	*seq = h.seq;
+	return true;
+}

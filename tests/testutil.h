@@ -8,9 +8,12 @@
 #ifndef SHMQ_TESTUTIL_H
 #define SHMQ_TESTUTIL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+
+#include "shmq.h"
 
 /* Arm alarm(seconds) and make SIGPIPE harmless.  Call first. */
 void tu_init(unsigned alarm_seconds);
@@ -54,6 +57,27 @@ uint64_t tu_cpu_ns(int who); /* who: RUSAGE_SELF or RUSAGE_CHILDREN */
 
 /* A 32-bit checksum of a buffer, for payload verification. */
 uint32_t tu_crc(const void *p, size_t n);
+
+/*
+ * Messages that prove themselves: a header (a test's magic, the producer,
+ * a sequence number, the length, a checksum of the rest), then a pattern
+ * derived from (producer, seq).  len >= sizeof(struct tu_msg_head).
+ */
+struct tu_msg_head {
+	uint32_t magic;
+	uint32_t producer;
+	uint64_t seq;
+	uint32_t len;
+	uint32_t crc;
+};
+
+/* Fill buf[0..len) with message (producer, seq); returns len. */
+size_t tu_msg_make(void *buf, size_t len, uint32_t magic, uint32_t producer,
+		   uint64_t seq);
+
+/* Is m one of ours (magic), whole and intact?  Fills producer and seq. */
+bool tu_msg_check(const struct shmq_msg *m, uint32_t magic, uint32_t *producer,
+		  uint64_t *seq);
 
 /* Monotonic clock, ns. */
 uint64_t tu_now_ns(void);
