@@ -21,6 +21,16 @@
  * When the group already has live members, the new member simply shares
  * their position.
  *
+ * Untethered groups
+ * -----------------
+ * A group created with SHMQ_CONSUMER_UNTETHERED never holds producers back
+ * (ring.c, "Untethered groups"): its members copy each message out of the
+ * ring (shmq__ring_take_copy) into a buffer of the handle instead of holding
+ * it, and a poll that finds the group lapped in a partition returns
+ * SHMQ_ELAPPED with the number of messages missed, before the next message
+ * of that partition.  Such a group takes nothing from the spill files and
+ * gives nothing back (no redelivery, no nack): at most once.
+ *
  * Waiting
  * -------
  * A poll that finds nothing spins for SPIN_NS, then sleeps on the topic's
@@ -60,6 +70,8 @@ struct shmq_consumer {
 	uint32_t disk_waits; /* see disk_take */
 	/* PARTITIONED groups (group.c): what this member owns. */
 	bool partitioned;
+	bool untethered;
+	uint8_t *copy;	    /* untethered: the message the last poll returned */
 	uint32_t gen_seen;  /* the group generation owned[] reflects */
 	uint8_t *owned;	    /* per partition */
 	uint32_t *assigned; /* the owned partitions, for on_rebalance */
@@ -98,6 +110,7 @@ static void free_readers(struct shmq_consumer *c)
 	free(c->broken);
 	free(c->owned);
 	free(c->assigned);
+	free(c->copy);
 }
 
 static int take_member_slot(struct shmq_map *m, uint32_t *index)
@@ -137,7 +150,8 @@ static void free_member_slot(struct shmq_map *m, uint32_t i)
 
 /* Find group `name`, or create it with every cursor at head.  Under lock. */
 static int find_or_create_group(struct shmq_map *m, const char *name,
-				int mode, uint32_t *out, bool *created)
+				int mode, bool untethered, uint32_t *out,
+				bool *created)
 {
 	uint32_t g, free_g = UINT32_MAX, p;
 
@@ -159,6 +173,12 @@ static int find_or_create_group(struct shmq_map *m, const char *name,
 						  name, m->name,
 						  has == SHMQ_GROUP_PARTITIONED ? "partitioned" : "shared",
 						  mode == SHMQ_GROUP_PARTITIONED ? "partitioned" : "shared");
+			/* Lossy or not is no detail a member may miss. */
+			if ((bool)ck_pr_load_32(&gs->untethered) != untethered)
+				return shmq__fail(-EINVAL, "group %s of topic %s is %s, not %s",
+						  name, m->name,
+						  untethered ? "tethered" : "untethered",
+						  untethered ? "untethered" : "tethered");
 			*out = g;
 			*created = false;
 			return 0;
@@ -176,6 +196,7 @@ static int find_or_create_group(struct shmq_map *m, const char *name,
 		gs->mode = mode == SHMQ_GROUP_PARTITIONED ? SHMQ_GROUP_PARTITIONED :
 			SHMQ_GROUP_SHARED;
 		gs->generation = 0;
+		gs->untethered = untethered;
 		gs->created_ns = shmq__now_ns();
 		for (p = 0; p < m->geo.partitions; p++) {
 			struct shmq_part_header *ph = shmq__part(m, p);
@@ -186,6 +207,8 @@ static int find_or_create_group(struct shmq_map *m, const char *name,
 			ck_pr_store_32(&ph->cursor[g].prev, SHMQ_OWNER_NONE);
 			ck_pr_store_64(&ph->cursor[g].redo[0], SHMQ_POS_NONE);
 			ck_pr_store_64(&ph->cursor[g].redo[1], SHMQ_POS_NONE);
+			ck_pr_store_64(&ph->cursor[g].missed, 0);
+			ck_pr_store_64(&ph->cursor[g].missed_reported, 0);
 		}
 		/* Name and cursors before the state that makes producers look. */
 		ck_pr_fence_store();
@@ -334,12 +357,21 @@ int shmq_consumer_open(shmq_client_t *client, const char *topic,
 	if (rc)
 		goto fail;
 	c->slot = shmq__member_slot(c->map, c->member);
+	c->untethered = c->flags & SHMQ_CONSUMER_UNTETHERED;
+	if (c->untethered) {
+		c->copy = malloc(shmq__max_frame(c->map));
+		if (!c->copy) {
+			rc = -ENOMEM;
+			goto fail;
+		}
+	}
 
 	rc = shmq__seg_lock(c->map);
 	if (rc)
 		goto fail;
 	locked = true;
-	rc = find_or_create_group(c->map, group, mode, &c->group, &created);
+	rc = find_or_create_group(c->map, group, mode, c->untethered, &c->group,
+				  &created);
 	if (rc)
 		goto fail;
 	if (created || !group_has_live_member(c->map, c->group, c->member)) {
@@ -713,6 +745,20 @@ static int try_all(struct shmq_consumer *c, struct shmq_msg *msg)
 			    ck_pr_load_32(&shmq__part(m, p)->cursor[c->group].owner) != c->member)
 				continue;
 		}
+		if (c->untethered) {
+			uint64_t missed = 0;
+
+			rc = shmq__ring_take_copy(m, p, c->group, c->copy, &v, &missed);
+			if (rc == SHMQ_ELAPPED) {
+				memset(msg, 0, offsetof(struct shmq_msg, missed));
+				msg->offset = msg->next_offset = v.pos;
+				msg->partition = p;
+				msg->missed = missed;
+				c->rr = p + 1 < n ? p + 1 : 0;
+				return rc;
+			}
+			goto taken;
+		}
 again:
 		count = 1;
 		rc = -EAGAIN;
@@ -738,6 +784,7 @@ again:
 			}
 			from_disk = true;
 		}
+taken:
 		if (rc == -EAGAIN)
 			continue;
 		if (rc) {
@@ -755,7 +802,7 @@ again:
 				goto again;
 			continue;
 		}
-		c->held = from_disk ? -1 : (int)p;
+		c->held = from_disk || c->untethered ? -1 : (int)p;
 		c->disk_reads += from_disk;
 		ck_pr_store_32(&c->slot->held_count, count);
 		msg->delivery_count = count;
@@ -856,6 +903,8 @@ int shmq_consumer_nack(shmq_consumer_t *c)
 	m = c->map;
 	if (ck_pr_load_32(&m->hdr->deleted))
 		return SHMQ_EDELETED;
+	if (c->untethered)
+		return -ENOTSUP; /* nothing is held, nothing is given back */
 	if (c->held >= 0) {
 		p = (uint32_t)c->held;
 		x = ck_pr_load_64(&shmq__part(m, p)->hold[c->member]);
@@ -926,8 +975,9 @@ static int seek_on_disk(struct shmq_consumer *c, uint32_t p, uint64_t pos,
 	uint64_t first, end, tail = shmq__ring_tail(c->map, p);
 	int rc;
 
-	if (c->map->geo.spill_mode == SHMQ_SPILL_OFF || pos == SHMQ_OFFSET_LATEST)
-		return -ENOENT;
+	if (c->map->geo.spill_mode == SHMQ_SPILL_OFF || pos == SHMQ_OFFSET_LATEST ||
+	    c->untethered)
+		return -ENOENT; /* the ring's to handle */
 	if (pos != SHMQ_OFFSET_EARLIEST && (int64_t)(pos - tail) >= 0)
 		return -ENOENT;
 	rc = reader_of(c, p, &r);
@@ -997,7 +1047,7 @@ static int seek_time_one(struct shmq_consumer *c, uint32_t p, uint64_t ts)
 	uint64_t from = 0, pos;
 	int rc;
 
-	if (c->map->geo.spill_mode != SHMQ_SPILL_OFF &&
+	if (c->map->geo.spill_mode != SHMQ_SPILL_OFF && !c->untethered &&
 	    (rc = reader_of(c, p, &r)) != -ENOENT) {
 		if (rc)
 			return rc;

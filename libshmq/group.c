@@ -91,14 +91,18 @@ static void rewind_to_committed(struct shmq_map *m, uint32_t p, uint32_t g)
 {
 	struct shmq_cursor *cur = &shmq__part(m, p)->cursor[g];
 	uint64_t committed = ck_pr_load_64(&cur->committed);
-	uint64_t next = ck_pr_load_64(&cur->next);
+	uint64_t next = ck_pr_load_64(&cur->next) & ~SHMQ_CURSOR_WALKER;
 
 	if (!pos_before(committed, next))
 		return;
 	if (shmq__ring_seek(m, p, g, committed) == 0)
 		return;
-	/* Below the tail: on a spilling topic it is in the spill files. */
-	if (m->geo.spill_mode != SHMQ_SPILL_OFF)
+	/*
+	 * Below the tail: on a spilling topic it is in the spill files,
+	 * which untethered groups never read.
+	 */
+	if (m->geo.spill_mode != SHMQ_SPILL_OFF &&
+	    !ck_pr_load_32(&shmq__group(m, g)->untethered))
 		shmq__ring_seek_disk(m, p, g, committed);
 }
 

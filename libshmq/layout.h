@@ -58,7 +58,7 @@
 
 #include "shmq.h"
 
-#define SHMQ_LAYOUT_VERSION 5u
+#define SHMQ_LAYOUT_VERSION 6u
 #define SHMQ_SEG_MAGIC	    0x31676573716d6873ull /* "shmqseg1" */
 #define SHMQ_SEG_READY	    0x59444145u		  /* "EADY" */
 
@@ -106,6 +106,14 @@ _Static_assert(offsetof(struct shmq_frame, timestamp_ns) == 24, "timestamp");
 
 /* A position no frame has: "no claim", "no hold". */
 #define SHMQ_POS_NONE UINT64_MAX
+
+/*
+ * The cursor of an untethered group while a producer's tail walk takes the
+ * frame at it away from the group (ring.c, make_room): the position with
+ * this bit set.  Positions are frame-aligned, so the bit is free.  Members
+ * leave such a cursor alone.
+ */
+#define SHMQ_CURSOR_WALKER 0x1ull
 
 /* Segment header. */
 struct shmq_seg_header {
@@ -163,7 +171,7 @@ struct shmq_group_slot {
 	uint64_t created_ns;
 	char name[SHMQ_NAME_MAX + 8];
 	uint32_t generation; /* PARTITIONED: bumped after each rebalance */
-	uint32_t reserved0;
+	uint32_t untethered; /* 1: never holds producers back (ring.c); set at creation */
 	uint8_t reserved[128 - 24 - (SHMQ_NAME_MAX + 8)];
 };
 _Static_assert(sizeof(struct shmq_group_slot) == 128, "group slot");
@@ -226,9 +234,16 @@ struct shmq_cursor {
 	 */
 	uint64_t redo[2];	/* or SHMQ_REDO_FILLING while being written */
 	uint32_t redo_count[2];
-	uint8_t reserved[SHMQ_CACHELINE - 48];
+	/*
+	 * Untethered groups: messages producers took away from the group
+	 * (lapped) or that a member lost while copying (ring.c), and how many
+	 * of them members have reported so far.  Both only grow.
+	 */
+	uint64_t missed;
+	uint64_t missed_reported;
 };
 _Static_assert(sizeof(struct shmq_cursor) == SHMQ_CACHELINE, "cursor");
+_Static_assert(offsetof(struct shmq_cursor, missed) == 48, "missed counts");
 
 struct shmq_part_header {
 	/* Producers: CAS to claim [head, head + len). */

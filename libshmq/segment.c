@@ -155,6 +155,7 @@ uint64_t shmq__layout_signature(void)
 	SIG(SHMQ_SEAL_PAD);
 	SIG(SHMQ_SEAL_FLAGS);
 	SIG(SHMQ_POS_NONE);
+	SIG(SHMQ_CURSOR_WALKER);
 	SIG(SHMQ_GROUP_FREE);
 	SIG(SHMQ_GROUP_ACTIVE);
 	SIG(SHMQ_GROUPS_OFF);
@@ -210,6 +211,7 @@ uint64_t shmq__layout_signature(void)
 	SIG_FIELD(shmq_group_slot, created_ns);
 	SIG_FIELD(shmq_group_slot, name);
 	SIG_FIELD(shmq_group_slot, generation);
+	SIG_FIELD(shmq_group_slot, untethered);
 
 	SIG(sizeof(struct shmq_owner));
 	SIG_FIELD(shmq_owner, pid);
@@ -236,6 +238,8 @@ uint64_t shmq__layout_signature(void)
 	SIG_FIELD(shmq_cursor, prev);
 	SIG_FIELD(shmq_cursor, redo);
 	SIG_FIELD(shmq_cursor, redo_count);
+	SIG_FIELD(shmq_cursor, missed);
+	SIG_FIELD(shmq_cursor, missed_reported);
 
 	SIG(sizeof(struct shmq_part_header));
 	SIG_FIELD(shmq_part_header, head);
