@@ -73,7 +73,8 @@ extern "C" {
 #define SHMQ_ENODAEMON	(-4011) /* shmqd is not running for this directory */
 #define SHMQ_EFOREIGN	(-4012) /* segment owner or mode is not acceptable */
 #define SHMQ_EPROTO	(-4013) /* control protocol mismatch with shmqd */
-#define SHMQ_ELAST	(-4013)
+#define SHMQ_ELAPPED	(-4014) /* untethered group lapped: msg->missed lost */
+#define SHMQ_ELAST	(-4014)
 
 /* Limits. */
 #define SHMQ_NAME_MAX		64	/* topic and group names, bytes */
@@ -224,6 +225,7 @@ struct shmq_group_partition_stat {
 	uint64_t lag_bytes; /* partition next_offset - group next */
 	int on_disk;	    /* 1: next is no longer in the ring; read from disk */
 	uint32_t owner_pid; /* PARTITIONED: the owning member's pid, 0 = none */
+	uint64_t missed;    /* untethered: messages lost to producers so far */
 };
 
 struct shmq_member_stat {
@@ -244,6 +246,7 @@ struct shmq_group_stat {
 	uint64_t dead_lettered; /* messages sent to a dead-letter topic */
 	struct shmq_member_stat *member; /* [members] */
 	struct shmq_group_partition_stat *partitions; /* [partition_count] */
+	int untethered;	  /* 1: never holds producers (SHMQ_CONSUMER_UNTETHERED) */
 };
 
 struct shmq_topic_stat {
@@ -469,6 +472,27 @@ struct shmq_consumer_opts {
  * groups: ignored (at most once there means committing before processing).
  */
 #define SHMQ_CONSUMER_AT_MOST_ONCE 0x2u
+/*
+ * SHMQ_CONSUMER_UNTETHERED, in flags: the group (chosen by the member that
+ * creates it, like the mode; a later member asking otherwise gets -EINVAL)
+ * never holds producers back.  Producers overwrite what it has not read as
+ * if it did not exist, whatever the full policy, and never spill for it.
+ * When that happens, the next poll of a member that reads that partition
+ * returns SHMQ_ELAPPED with msg->missed, the exact number of messages of
+ * the partition the group lost there, and the group goes on from the
+ * oldest message still in the ring.  With one member (or in a PARTITIONED
+ * group) each SHMQ_ELAPPED comes exactly where the messages were lost:
+ * between the message before them and the one after.
+ *
+ * The price: each message is copied out of the ring into a buffer of the
+ * handle (up to the topic's max_message), since nothing may hold the ring;
+ * msg's view points there, valid as usual until the next poll or close.
+ * A message a poll returned is delivered, whatever becomes of the member
+ * (at most once): nothing is delivered again, nack is -ENOTSUP, and the
+ * spill files are never read (seeks older than the ring are SHMQ_EGONE).
+ * A stopped or slow member holds nothing: producers go on.
+ */
+#define SHMQ_CONSUMER_UNTETHERED 0x4u
 #define SHMQ_CONSUMER_OPTS_INIT                                                \
 	{ .size = sizeof(struct shmq_consumer_opts), .from = SHMQ_FROM_COMMITTED }
 
@@ -507,6 +531,13 @@ struct shmq_msg {
 	 * group after this member's nack.
 	 */
 	uint32_t delivery_count;
+	/*
+	 * Set only when a poll returns SHMQ_ELAPPED (untethered groups):
+	 * how many messages of `partition` the group missed.  Then next_offset
+	 * is where the group goes on in that partition, and key and value
+	 * are NULL.
+	 */
+	uint64_t missed;
 };
 
 /*
@@ -521,9 +552,11 @@ struct shmq_msg {
  * idle consumer uses no CPU; SHMQ_CONSUMER_BUSY_POLL never sleeps.
  *
  * Returns 0 and fills *msg, -EAGAIN (nothing within the timeout),
- * SHMQ_EDELETED, or SHMQ_ECORRUPT with msg->partition set to the partition
+ * SHMQ_EDELETED, SHMQ_ECORRUPT with msg->partition set to the partition
  * whose shared state failed a check (that partition is then skipped by this
- * handle).  Messages of one partition come in offset order.
+ * handle), or, in an untethered group only, SHMQ_ELAPPED with
+ * msg->partition and msg->missed (see SHMQ_CONSUMER_UNTETHERED): not an
+ * error, poll again.  Messages of one partition come in offset order.
  */
 SHMQ_API int shmq_consumer_poll(shmq_consumer_t *consumer,
 				struct shmq_msg *msg, int timeout_ms);
@@ -545,8 +578,8 @@ SHMQ_API int shmq_consumer_assignment(shmq_consumer_t *consumer,
  * partition's position moves back to it, so it comes next, its
  * delivery_count one higher (kept by this member only).
  * Returns 0, -EINVAL (nothing held, given back already, or an at-most-once
- * member), SHMQ_EREVOKED (SHARED: the ack timeout had run out and another
- * member has it), SHMQ_EDELETED.
+ * member), -ENOTSUP (an untethered group), SHMQ_EREVOKED (SHARED: the ack
+ * timeout had run out and another member has it), SHMQ_EDELETED.
  */
 SHMQ_API int shmq_consumer_nack(shmq_consumer_t *consumer);
 
@@ -701,8 +734,9 @@ SHMQ_API int shmq_subscribe(shmq_client_t *client, const char *pattern,
  * topics.  With SHMQ_CONSUMER_BUSY_POLL in opts it spins instead.
  *
  * Returns 0 and fills *msg, -EAGAIN (nothing within the timeout), -EINVAL,
- * or SHMQ_ECORRUPT with *topic and msg->partition naming the partition that
- * failed a check (that consumer skips it from then on).  A deleted topic is
+ * SHMQ_ECORRUPT with *topic and msg->partition naming the partition that
+ * failed a check (that consumer skips it from then on), or SHMQ_ELAPPED
+ * with *topic, msg->partition and msg->missed (untethered groups).  A deleted topic is
  * not an error: it is dropped and the others are served.
  */
 SHMQ_API int shmq_subscription_poll(shmq_subscription_t *s,

@@ -414,6 +414,7 @@ int shmq_topic_stat(shmq_client_t *c, const char *name,
 		out_g->redelivered = ck_pr_load_64(&gs->redelivered);
 		out_g->expired = ck_pr_load_64(&gs->expired);
 		out_g->dead_lettered = ck_pr_load_64(&gs->dead_lettered);
+		out_g->untethered = ck_pr_load_32(&gs->untethered) != 0;
 		out_g->partitions = calloc(mp->geo.partitions, sizeof(*out_g->partitions));
 		out_g->member = calloc(SHMQ_MAX_MEMBERS, sizeof(*out_g->member));
 		if (!out_g->partitions || !out_g->member) {
@@ -448,7 +449,10 @@ int shmq_topic_stat(shmq_client_t *c, const char *name,
 			struct shmq_group_partition_stat *gp = &out_g->partitions[p];
 
 			gp->next = ck_pr_load_64(&cur->next);
+			if (gp->next != SHMQ_POS_NONE)
+				gp->next &= ~SHMQ_CURSOR_WALKER;
 			gp->committed = ck_pr_load_64(&cur->committed);
+			gp->missed = ck_pr_load_64(&cur->missed);
 			gp->lag_bytes = st->partitions[p].next_offset - gp->next;
 			gp->on_disk = (int64_t)(gp->next - st->partitions[p].first_offset) < 0;
 			if (out_g->mode == SHMQ_GROUP_PARTITIONED) {

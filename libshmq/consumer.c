@@ -21,6 +21,16 @@
  * When the group already has live members, the new member simply shares
  * their position.
  *
+ * Untethered groups
+ * -----------------
+ * A group created with SHMQ_CONSUMER_UNTETHERED never holds producers back
+ * (ring.c, "Untethered groups"): its members copy each message out of the
+ * ring (shmq__ring_take_copy) into a buffer of the handle instead of holding
+ * it, and a poll that finds the group lapped in a partition returns
+ * SHMQ_ELAPPED with the number of messages missed, before the next message
+ * of that partition.  Such a group takes nothing from the spill files and
+ * gives nothing back (no redelivery, no nack): at most once.
+ *
  * Waiting
  * -------
  * A poll that finds nothing spins for SPIN_NS, then sleeps on the topic's
@@ -60,6 +70,8 @@ struct shmq_consumer {
 	uint32_t disk_waits; /* see disk_take */
 	/* PARTITIONED groups (group.c): what this member owns. */
 	bool partitioned;
+	bool untethered;
+	uint8_t *copy;	    /* untethered: the message the last poll returned */
 	uint32_t gen_seen;  /* the group generation owned[] reflects */
 	uint8_t *owned;	    /* per partition */
 	uint32_t *assigned; /* the owned partitions, for on_rebalance */
@@ -110,6 +122,7 @@ static void free_readers(struct shmq_consumer *c)
 	free(c->broken);
 	free(c->owned);
 	free(c->assigned);
+	free(c->copy);
 }
 
 static int take_member_slot(struct shmq_map *m, uint32_t *index)
@@ -153,7 +166,8 @@ static void free_member_slot(struct shmq_map *m, uint32_t i)
 
 /* Find group `name`, or create it with every cursor at head.  Under lock. */
 static int find_or_create_group(struct shmq_map *m, const char *name,
-				int mode, uint32_t *out, bool *created)
+				int mode, bool untethered, uint32_t *out,
+				bool *created)
 {
 	uint32_t g, free_g = UINT32_MAX, p;
 
@@ -175,6 +189,12 @@ static int find_or_create_group(struct shmq_map *m, const char *name,
 						  name, m->name,
 						  has == SHMQ_GROUP_PARTITIONED ? "partitioned" : "shared",
 						  mode == SHMQ_GROUP_PARTITIONED ? "partitioned" : "shared");
+			/* Lossy or not is no detail a member may miss. */
+			if ((bool)ck_pr_load_32(&gs->untethered) != untethered)
+				return shmq__fail(-EINVAL, "group %s of topic %s is %s, not %s",
+						  name, m->name,
+						  untethered ? "tethered" : "untethered",
+						  untethered ? "untethered" : "tethered");
 			*out = g;
 			*created = false;
 			return 0;
@@ -192,6 +212,7 @@ static int find_or_create_group(struct shmq_map *m, const char *name,
 		gs->mode = mode == SHMQ_GROUP_PARTITIONED ? SHMQ_GROUP_PARTITIONED :
 			SHMQ_GROUP_SHARED;
 		gs->generation = 0;
+		gs->untethered = untethered;
 		gs->created_ns = shmq__now_ns();
 		for (p = 0; p < m->geo.partitions; p++) {
 			struct shmq_part_header *ph = shmq__part(m, p);
@@ -200,6 +221,8 @@ static int find_or_create_group(struct shmq_map *m, const char *name,
 			ck_pr_store_64(&ph->cursor[g].committed, 0);
 			ck_pr_store_32(&ph->cursor[g].owner, SHMQ_OWNER_NONE);
 			ck_pr_store_32(&ph->cursor[g].prev, SHMQ_OWNER_NONE);
+			ck_pr_store_64(&ph->cursor[g].missed, 0);
+			ck_pr_store_64(&ph->cursor[g].missed_reported, 0);
 		}
 		gs->parked = 0;
 		gs->redelivered = 0;
@@ -353,12 +376,21 @@ int shmq_consumer_open(shmq_client_t *client, const char *topic,
 	if (rc)
 		goto fail;
 	c->slot = shmq__member_slot(c->map, c->member);
+	c->untethered = c->flags & SHMQ_CONSUMER_UNTETHERED;
+	if (c->untethered) {
+		c->copy = malloc(shmq__max_frame(c->map));
+		if (!c->copy) {
+			rc = -ENOMEM;
+			goto fail;
+		}
+	}
 
 	rc = shmq__seg_lock(c->map);
 	if (rc)
 		goto fail;
 	locked = true;
-	rc = find_or_create_group(c->map, group, mode, &c->group, &created);
+	rc = find_or_create_group(c->map, group, mode, c->untethered, &c->group,
+				  &created);
 	if (rc)
 		goto fail;
 	if (created || !group_has_live_member(c->map, c->group, c->member)) {
@@ -372,7 +404,8 @@ int shmq_consumer_open(shmq_client_t *client, const char *topic,
 	}
 	c->partitioned = ck_pr_load_32(&shmq__group(c->map, c->group)->mode) ==
 			 SHMQ_GROUP_PARTITIONED;
-	c->leases = !c->partitioned && !(c->flags & SHMQ_CONSUMER_AT_MOST_ONCE);
+	c->leases = !c->partitioned && !c->untethered &&
+		    !(c->flags & SHMQ_CONSUMER_AT_MOST_ONCE);
 	ck_pr_store_32(&c->slot->flags, (c->flags & SHMQ_CONSUMER_AT_MOST_ONCE) ?
 		       SHMQ_MEMBER_AT_MOST_ONCE : 0);
 	if (c->leases && OPT_HAS(opts, ack_timeout_ms))
@@ -823,7 +856,7 @@ static int hand_over(struct shmq_consumer *c, uint32_t p,
 {
 	struct shmq_group_slot *gs = shmq__group(c->map, c->group);
 
-	c->held = from_disk ? -1 : (int)p;
+	c->held = from_disk || c->untethered ? -1 : (int)p;
 	if (c->max_deliveries && count > c->max_deliveries &&
 	    dead_letter(c, p, v, count, reason) == 0) {
 		/* Given up on: not delivered; done with it. */
@@ -915,6 +948,20 @@ static int try_all(struct shmq_consumer *c, struct shmq_msg *msg)
 			    ck_pr_load_32(&shmq__part(m, p)->cursor[c->group].owner) != c->member)
 				continue;
 		}
+		if (c->untethered) {
+			uint64_t missed = 0;
+
+			rc = shmq__ring_take_copy(m, p, c->group, c->copy, &v, &missed);
+			if (rc == SHMQ_ELAPPED) {
+				memset(msg, 0, offsetof(struct shmq_msg, missed));
+				msg->offset = msg->next_offset = v.pos;
+				msg->partition = p;
+				msg->missed = missed;
+				c->rr = p + 1 < n ? p + 1 : 0;
+				return rc;
+			}
+			goto taken;
+		}
 again:
 		from_disk = false;
 		rc = shmq__ring_take(m, p, c->group, c->member,
@@ -937,6 +984,7 @@ again:
 			}
 			from_disk = true;
 		}
+taken:
 		if (rc == -EAGAIN)
 			continue;
 		if (rc) {
@@ -1045,6 +1093,8 @@ int shmq_consumer_nack(shmq_consumer_t *c)
 	m = c->map;
 	if (ck_pr_load_32(&m->hdr->deleted))
 		return SHMQ_EDELETED;
+	if (c->untethered)
+		return -ENOTSUP; /* nothing is held, nothing is given back */
 	if (c->nacked)
 		return shmq__fail(-EINVAL, "the held message was given back already");
 	if (c->held >= 0) {
@@ -1134,8 +1184,9 @@ static int seek_on_disk(struct shmq_consumer *c, uint32_t p, uint64_t pos,
 	uint64_t first, end, tail = shmq__ring_tail(c->map, p);
 	int rc;
 
-	if (c->map->geo.spill_mode == SHMQ_SPILL_OFF || pos == SHMQ_OFFSET_LATEST)
-		return -ENOENT;
+	if (c->map->geo.spill_mode == SHMQ_SPILL_OFF || pos == SHMQ_OFFSET_LATEST ||
+	    c->untethered)
+		return -ENOENT; /* the ring's to handle */
 	if (pos != SHMQ_OFFSET_EARLIEST && (int64_t)(pos - tail) >= 0)
 		return -ENOENT;
 	rc = reader_of(c, p, &r);
@@ -1205,7 +1256,7 @@ static int seek_time_one(struct shmq_consumer *c, uint32_t p, uint64_t ts)
 	uint64_t from = 0, pos;
 	int rc;
 
-	if (c->map->geo.spill_mode != SHMQ_SPILL_OFF &&
+	if (c->map->geo.spill_mode != SHMQ_SPILL_OFF && !c->untethered &&
 	    (rc = reader_of(c, p, &r)) != -ENOENT) {
 		if (rc)
 			return rc;

@@ -26,7 +26,8 @@
  *
  * A partition moving away from a member that died (or left) goes over at
  * once, and its cursor is moved back to the group's committed offset: what
- * the member took but had not committed is delivered again, at least once.
+ * the member took but had not committed is delivered again, at least once
+ * (not in an untethered group, which delivers at most once: ring.c).
  * A PENDING hand-over whose old owner dies before it lets go is completed
  * the same way by the next rebalance.
  *
@@ -91,8 +92,11 @@ static void rewind_to_committed(struct shmq_map *m, uint32_t p, uint32_t g)
 {
 	struct shmq_cursor *cur = &shmq__part(m, p)->cursor[g];
 	uint64_t committed = ck_pr_load_64(&cur->committed);
-	uint64_t next = ck_pr_load_64(&cur->next);
+	uint64_t next = ck_pr_load_64(&cur->next) & ~SHMQ_CURSOR_WALKER;
 
+	/* Untethered groups deliver at most once: what was taken is gone. */
+	if (ck_pr_load_32(&shmq__group(m, g)->untethered))
+		return;
 	if (!pos_before(committed, next))
 		return;
 	if (shmq__ring_seek(m, p, g, committed) == 0)

@@ -104,6 +104,14 @@ _Static_assert(offsetof(struct shmq_frame, timestamp_ns) == 24, "timestamp");
 /* A position no frame has: "no claim", "no hold". */
 #define SHMQ_POS_NONE UINT64_MAX
 
+/*
+ * The cursor of an untethered group while a producer's tail walk takes the
+ * frame at it away from the group (ring.c, make_room): the position with
+ * this bit set.  Positions are frame-aligned, so the bit is free.  Members
+ * leave such a cursor alone.
+ */
+#define SHMQ_CURSOR_WALKER 0x1ull
+
 /* Segment header. */
 struct shmq_seg_header {
 	/* Identity: written once by shmqd before ready, then read-only. */
@@ -160,7 +168,7 @@ struct shmq_group_slot {
 	uint64_t created_ns;
 	char name[SHMQ_NAME_MAX + 8];
 	uint32_t generation; /* PARTITIONED: bumped after each rebalance */
-	uint32_t reserved0;
+	uint32_t untethered; /* 1: never holds producers back (ring.c); set at creation */
 	/*
 	 * SHARED: how many member slots hold a parked message (a lease in
 	 * state PARKED, see below): members look for one only when this is
@@ -269,9 +277,17 @@ struct shmq_cursor {
 	uint64_t committed; /* committed position */
 	uint32_t owner;	    /* PARTITIONED: SHMQ_OWNER_* or a member index */
 	uint32_t prev;	    /* PARTITIONED: the owner before, while PENDING */
-	uint8_t reserved[SHMQ_CACHELINE - 24];
+	uint8_t reserved[SHMQ_CACHELINE - 40];
+	/*
+	 * Untethered groups: messages producers took away from the group
+	 * (lapped) or that a member lost while copying (ring.c), and how many
+	 * of them members have reported so far.  Both only grow.
+	 */
+	uint64_t missed;
+	uint64_t missed_reported;
 };
 _Static_assert(sizeof(struct shmq_cursor) == SHMQ_CACHELINE, "cursor");
+_Static_assert(offsetof(struct shmq_cursor, missed) == 48, "missed counts");
 
 struct shmq_part_header {
 	/* Producers: CAS to claim [head, head + len). */

@@ -20,10 +20,11 @@
  *   hold     (per member, that member)  hold[m] is a hazard: "member m may
  *            be reading the frame at this position".
  *
- * horizon = min(cursor of every active group, every hold, head).  Nothing
- * at or above the horizon may be overwritten; the producers' tail walk
- * stops there.  A group that does not consume therefore holds the ring,
- * and the topic's full policy (block or fail) decides what producers do.
+ * horizon = min(cursor of every active tethered group, every hold, head).
+ * Nothing at or above the horizon may be overwritten; the producers' tail
+ * walk stops there.  A group that does not consume therefore holds the
+ * ring, and the topic's full policy (block or fail) decides what producers
+ * do.  Untethered groups hold nothing; see below.
  *
  * Claiming.  A claim is contiguous.  A frame never crosses the end of the
  * ring: when it would, the claim also covers the rest of the ring, which
@@ -56,6 +57,50 @@
  * publication plus re-check on both sides) was tried on paper and rejected:
  * a producer that sees a joiner's hazard only after publishing a tail past
  * it cannot take the tail back, and other producers already trust it.
+ *
+ * Untethered groups
+ * -----------------
+ * A group created untethered (group slot, `untethered`) never holds
+ * producers back: its cursor is left out of the horizon, and its members
+ * publish no holds.  Instead:
+ *
+ * - The tail walk takes lapped frames away from the group.  When the walk
+ *   (under the tail lock) passes the frame at t and an untethered cursor is
+ *   at t, it claims the cursor with CAS(next, t, t | SHMQ_CURSOR_WALKER),
+ *   adds one to the group's `missed` count of the partition (not for
+ *   padding), and stores next = t + size.  Members leave a cursor with the
+ *   walker bit alone, and a member's take is a CAS from the plain t, so
+ *   each frame is either taken by one member or counted missed by the
+ *   walk, never both, never neither.  So an untethered cursor is never
+ *   below the tail, and its members never read the spill files.
+ * - A member copies the message out of the ring (into a buffer of its
+ *   own) instead of holding it: it reads the header, checks that `reuse`
+ *   (read after a load fence) is still at or below the frame, takes the
+ *   frame with the cursor CAS, copies key and value, and checks `reuse`
+ *   again.  Producers overwrite nothing at or above reuse, and a producer
+ *   that wrote bytes we read had read a reuse past them before its head
+ *   CAS (a full barrier before its stores), so a reuse still at or below
+ *   the frame proves the copy whole: a seqlock-like validation.  A copy
+ *   that fails it is a message lost in transit: the member adds it to
+ *   `missed` itself.  A stopped member therefore holds nothing at all.
+ * - Reporting.  Before a take a member reads next = x, then (load fence)
+ *   missed and missed_reported.  The walk adds to missed before the store
+ *   that moves the cursor off its claim (release), so a member that read
+ *   x sees every frame counted below x; and a walk that counts the frame
+ *   at x must first change the cursor, so a no-op CAS(next, x, x) that
+ *   succeeds proves the count read holds nothing at or above x.  The
+ *   member then claims missed - missed_reported with a CAS on
+ *   missed_reported and returns it (SHMQ_ELAPPED) before any message at or
+ *   above x.  With one member per partition (or a PARTITIONED owner) each
+ *   report is exactly the number of messages between the two messages
+ *   around it; in a SHARED group the reports of all members sum to what
+ *   the group missed.
+ * - Exactness has one hole: a producer that dies inside the walk between
+ *   its claim of a cursor and the store that ends it leaves the walker bit
+ *   set, and whether it had counted that frame is unknown.  The next walk
+ *   (or a member that finds the tail lock free) takes the cursor over and
+ *   counts the frame again if it walks over it: at most one frame off per
+ *   such death.
  *
  * Invariants (shmq__ring_check tests them)
  * ----------------------------------------
@@ -183,7 +228,12 @@ static int horizon_of(struct shmq_map *m, uint32_t part, uint32_t g,
 			continue;
 		if (ck_pr_load_32(&shmq__group(m, i)->state) != SHMQ_GROUP_ACTIVE)
 			continue;
+		/* Untethered groups hold nothing (see the design note). */
+		if (g == UINT32_MAX && ck_pr_load_32(&shmq__group(m, i)->untethered))
+			continue;
 		n = ck_pr_load_64(&ph->cursor[i].next);
+		if (n != SHMQ_POS_NONE)
+			n &= ~SHMQ_CURSOR_WALKER; /* an untethered group's commit */
 		/*
 		 * A partitioned group on a spilling topic holds from its
 		 * committed offset: a dead member's partition goes back there
@@ -362,11 +412,83 @@ static void tail_unlock(struct shmq_part_header *ph)
 /* How far past the needed room a walk goes, so that claims stay fast. */
 #define WALK_AHEAD_MAX (256u << 10)
 
+/* An untethered group's cursor, as the tail walk last saw it. */
+struct walk_cursor {
+	struct shmq_cursor *cur;
+	uint64_t next;
+};
+
+/* The untethered groups' cursors of a partition, for the tail walk. */
+static uint32_t walk_cursors(struct shmq_map *m, struct shmq_part_header *ph,
+			     struct walk_cursor *w)
+{
+	uint32_t g, n = 0;
+
+	for (g = 0; g < SHMQ_MAX_GROUPS; g++) {
+		struct shmq_group_slot *gs = shmq__group(m, g);
+
+		if (ck_pr_load_32(&gs->state) != SHMQ_GROUP_ACTIVE ||
+		    !ck_pr_load_32(&gs->untethered))
+			continue;
+		w[n].cur = &ph->cursor[g];
+		w[n].next = ck_pr_load_64(&ph->cursor[g].next);
+		n++;
+	}
+	return n;
+}
+
+/*
+ * The tail walk is about to pass the frame at t (*v): if an untethered
+ * group's cursor is there, take the frame away from the group and count it
+ * missed (see "Untethered groups" above).  Under the tail lock.
+ */
+static void take_lapped(struct walk_cursor *w, uint64_t t,
+			const struct shmq_frame_view *v)
+{
+	uint64_t n = w->next, again;
+
+	for (;;) {
+		if (n == SHMQ_POS_NONE)
+			return; /* being placed: its seek waits for our lock */
+		if ((n & ~SHMQ_CURSOR_WALKER) != t) {
+			if (pos_before(t, n))
+				return; /* ahead: only members move it, forward */
+			/*
+			 * Behind t: not on a frame boundary the walk passed,
+			 * so garbage, which its members report, unless it
+			 * moved since we looked.
+			 */
+			again = ck_pr_load_64(&w->cur->next);
+			if (again == n)
+				return;
+			n = w->next = again;
+			continue;
+		}
+		/*
+		 * Claim it; a walker bit already there is a walker that died
+		 * in here (we hold its lock now): its claim is ours.
+		 */
+		if (!(n & SHMQ_CURSOR_WALKER) &&
+		    !ck_pr_cas_64(&w->cur->next, n, t | SHMQ_CURSOR_WALKER)) {
+			n = w->next = ck_pr_load_64(&w->cur->next);
+			continue; /* a member took it, or moved on */
+		}
+		if (!v->pad)
+			ck_pr_inc_64(&w->cur->missed);
+		/* The count before the cursor: a member reads them in turn. */
+		ck_pr_fence_store();
+		ck_pr_store_64(&w->cur->next, t + v->size);
+		w->next = t + v->size;
+		return;
+	}
+}
+
 /*
  * Make room so that a claim may end at `end`: producers may overwrite
  * positions below `reuse` (a frame at p lives at p & mask, so a claim may
  * end at reuse + ring).  Under the tail lock:
- *   1. walk the tail forward over committed frames below the horizon;
+ *   1. walk the tail forward over committed frames below the horizon,
+ *      taking the frames it passes away from untethered groups at them;
  *   2. publish the tail (only forward), then a full fence;
  *   3. read the hazards (holds, the spiller's hold) again, and let reuse
  *      go only as far as the lower of the tail and the hazards.
@@ -386,7 +508,8 @@ static int make_room(struct shmq_map *m, uint32_t part, uint64_t end,
 	uint64_t ahead = cap / 8 < WALK_AHEAD_MAX ? cap / 8 : WALK_AHEAD_MAX;
 	uint64_t need = end - cap, goal = need + ahead;
 	uint64_t head, tail, reuse, t, h;
-	uint32_t max_frame = shmq__max_frame(m);
+	uint32_t max_frame = shmq__max_frame(m), nw, i;
+	struct walk_cursor w[SHMQ_MAX_GROUPS];
 	int rc = 0;
 
 	/* reuse only grows, and each value was safe when it was published. */
@@ -410,6 +533,7 @@ static int make_room(struct shmq_map *m, uint32_t part, uint64_t end,
 	rc = horizon_of(m, part, UINT32_MAX, &h);
 	if (rc)
 		goto out;
+	nw = walk_cursors(m, ph, w);
 	for (t = tail; pos_before(t, goal) && pos_before(t, h);) {
 		struct shmq_frame_view v;
 		int st;
@@ -429,6 +553,8 @@ static int make_room(struct shmq_map *m, uint32_t part, uint64_t end,
 					part, (unsigned long long)t);
 			goto out;
 		}
+		for (i = 0; i < nw; i++)
+			take_lapped(&w[i], t, &v);
 		t += v.size;
 	}
 	/*
@@ -753,6 +879,114 @@ int shmq__ring_take(struct shmq_map *m, uint32_t part, uint32_t g,
 	}
 }
 
+/*
+ * A cursor with the walker bit whose tail lock is free: the walker died
+ * between its claim and the store that ends it (a live one stores before it
+ * lets the lock go).  Give the cursor back at the frame it was on; the next
+ * walk over that frame counts it (see "Untethered groups" above).
+ */
+static void unclaim_dead_walker(struct shmq_part_header *ph,
+				struct shmq_cursor *cur, uint64_t x)
+{
+	/* The cursor before the lock: pairs with the walker's store, unlock. */
+	ck_pr_fence_load();
+	if (ck_pr_load_32(&ph->tail_lock) == 0)
+		ck_pr_cas_64(&cur->next, x, x & ~SHMQ_CURSOR_WALKER);
+}
+
+int shmq__ring_take_copy(struct shmq_map *m, uint32_t part, uint32_t g,
+			 uint8_t *buf, struct shmq_frame_view *v,
+			 uint64_t *missed)
+{
+	struct shmq_part_header *ph = shmq__part(m, part);
+	struct shmq_cursor *cur = &ph->cursor[g];
+	const uint8_t *ring = shmq__ring(m, part);
+	uint64_t cap = m->geo.ring_bytes;
+	uint32_t max_frame = shmq__max_frame(m);
+
+	for (;;) {
+		uint64_t x = ck_pr_load_64(&cur->next), seal, lost, done;
+		int rc;
+
+		if (x == SHMQ_POS_NONE)
+			return -EAGAIN; /* being placed */
+		if (x & SHMQ_CURSOR_WALKER) {
+			/* A producer is taking this frame from us right now. */
+			unclaim_dead_walker(ph, cur, x);
+			return -EAGAIN;
+		}
+		if (x & (SHMQ_FRAME_ALIGN - 1))
+			return SHMQ_ECORRUPT; /* no frame starts there */
+		/*
+		 * Lapped?  The counts after the cursor: the walk counts
+		 * before it moves the cursor on (take_lapped).
+		 */
+		ck_pr_fence_load();
+		lost = ck_pr_load_64(&cur->missed);
+		done = ck_pr_load_64(&cur->missed_reported);
+		if (pos_before(done, lost)) {
+			/*
+			 * Still at x, so no walk counted x or beyond in what
+			 * we read: all of it lies before x.
+			 */
+			if (!ck_pr_cas_64(&cur->next, x, x))
+				continue;
+			while (pos_before(done, lost) &&
+			       !ck_pr_cas_64(&cur->missed_reported, done, lost))
+				done = ck_pr_load_64(&cur->missed_reported);
+			if (pos_before(done, lost)) {
+				*missed = lost - done;
+				v->pos = x;
+				return SHMQ_ELAPPED;
+			}
+			/* Another member reported it. */
+		}
+		seal = ck_pr_load_64(&((const struct shmq_frame *)(ring + (x & m->mask)))->seal);
+		if ((seal & ~SHMQ_SEAL_FLAGS) != x || !(seal & SHMQ_SEAL_COMMITTED)) {
+			if (ck_pr_load_64(&cur->next) != x)
+				continue;
+			return -EAGAIN;
+		}
+		rc = shmq__frame_decode(ring, cap, x, max_frame, v);
+		/*
+		 * What was read is whole if producers may still not overwrite
+		 * x (the header loads before reuse; see the design note).
+		 */
+		ck_pr_fence_load();
+		if (pos_before(x, ck_pr_load_64(&ph->reuse))) {
+			/* Then the walk took x from us: look again. */
+			ck_pr_fence_load();
+			if (ck_pr_load_64(&cur->next) == x)
+				return SHMQ_ECORRUPT; /* below reuse, yet not taken */
+			continue;
+		}
+		if (rc != SHMQ_FRAME_OK) {
+			if (ck_pr_load_64(&cur->next) != x)
+				continue;
+			/* A committed seal that changed under a valid reuse. */
+			return SHMQ_ECORRUPT;
+		}
+		if (!ck_pr_cas_64(&cur->next, x, x + v->size))
+			continue;
+		if (v->pad)
+			continue;
+		/*
+		 * Ours now, and nothing holds it: copy it, then check that
+		 * no producer could have started to overwrite it meanwhile.
+		 */
+		memcpy(buf, v->key, (size_t)v->key_len + v->value_len);
+		ck_pr_fence_load();
+		if (pos_before(x, ck_pr_load_64(&ph->reuse))) {
+			/* Lost while we copied: reported like the lapped ones. */
+			ck_pr_inc_64(&cur->missed);
+			continue;
+		}
+		v->key = buf;
+		v->value = buf + v->key_len;
+		return 0;
+	}
+}
+
 void shmq__ring_release(struct shmq_map *m, uint32_t part, uint32_t member)
 {
 	struct shmq_seg_header *hdr = m->hdr;
@@ -841,8 +1075,14 @@ int shmq__ring_check(struct shmq_map *m, uint32_t part)
 		n = ck_pr_load_64(&ph->cursor[g].next);
 		if (n == SHMQ_POS_NONE)
 			continue;
-		/* On a spilling topic a lagging group reads from disk. */
-		if ((pos_before(n, tail) && m->geo.spill_mode == SHMQ_SPILL_OFF) ||
+		n &= ~SHMQ_CURSOR_WALKER;
+		/*
+		 * On a spilling topic a lagging group reads from disk; an
+		 * untethered one never lags behind the tail.
+		 */
+		if ((pos_before(n, tail) &&
+		     (m->geo.spill_mode == SHMQ_SPILL_OFF ||
+		      ck_pr_load_32(&shmq__group(m, g)->untethered))) ||
 		    pos_before(head, n))
 			return shmq__fail(SHMQ_ECORRUPT, "partition %u: group %u cursor %llu outside [%llu, %llu]",
 					  part, g, (unsigned long long)n,

@@ -155,6 +155,7 @@ uint64_t shmq__layout_signature(void)
 	SIG(SHMQ_SEAL_PAD);
 	SIG(SHMQ_SEAL_FLAGS);
 	SIG(SHMQ_POS_NONE);
+	SIG(SHMQ_CURSOR_WALKER);
 	SIG(SHMQ_GROUP_FREE);
 	SIG(SHMQ_GROUP_ACTIVE);
 	SIG(SHMQ_GROUPS_OFF);
@@ -214,6 +215,7 @@ uint64_t shmq__layout_signature(void)
 	SIG_FIELD(shmq_group_slot, redelivered);
 	SIG_FIELD(shmq_group_slot, dead_lettered);
 	SIG_FIELD(shmq_group_slot, expired);
+	SIG_FIELD(shmq_group_slot, untethered);
 
 	SIG(sizeof(struct shmq_owner));
 	SIG_FIELD(shmq_owner, pid);
@@ -245,6 +247,8 @@ uint64_t shmq__layout_signature(void)
 	SIG_FIELD(shmq_cursor, committed);
 	SIG_FIELD(shmq_cursor, owner);
 	SIG_FIELD(shmq_cursor, prev);
+	SIG_FIELD(shmq_cursor, missed);
+	SIG_FIELD(shmq_cursor, missed_reported);
 
 	SIG(sizeof(struct shmq_part_header));
 	SIG_FIELD(shmq_part_header, head);

@@ -298,6 +298,17 @@ int shmq__ring_take(struct shmq_map *m, uint32_t part, uint32_t g,
 int shmq__ring_take_at(struct shmq_map *m, uint32_t part, uint32_t g,
 		       uint64_t pos, uint64_t next);
 
+/*
+ * Untethered group g (ring.c, "Untethered groups"): take the next message of
+ * part for a member and copy its key and value into buf (shmq__max_frame
+ * bytes), where view->key and view->value then point.  Publishes no hold.
+ * Returns 0, -EAGAIN (nothing yet), SHMQ_ECORRUPT, or SHMQ_ELAPPED with
+ * *missed (> 0) messages the group lost before view->pos, its position now.
+ */
+int shmq__ring_take_copy(struct shmq_map *m, uint32_t part, uint32_t g,
+			 uint8_t *buf, struct shmq_frame_view *view,
+			 uint64_t *missed);
+
 /* Drop member's hold in part; wake blocked producers if any wait. */
 void shmq__ring_release(struct shmq_map *m, uint32_t part, uint32_t member);
 

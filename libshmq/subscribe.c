@@ -159,8 +159,8 @@ static void drop(shmq_subscription_t *s, uint32_t i)
 
 /*
  * One pass over every consumer, without waiting, from s->rr.  Returns 0
- * (message) or SHMQ_ECORRUPT with *idx set, or -EAGAIN.  Deleted topics
- * are dropped on the way.
+ * (message), SHMQ_ECORRUPT or SHMQ_ELAPPED with *idx set, or -EAGAIN.
+ * Deleted topics are dropped on the way.
  */
 static int pass(shmq_subscription_t *s, struct shmq_msg *msg, uint32_t *idx)
 {
@@ -175,7 +175,7 @@ static int pass(shmq_subscription_t *s, struct shmq_msg *msg, uint32_t *idx)
 			continue;
 		}
 		s->rr = (i + 1) % s->n;
-		if (rc == 0 || rc == SHMQ_ECORRUPT) {
+		if (rc == 0 || rc == SHMQ_ECORRUPT || rc == SHMQ_ELAPPED) {
 			*idx = i;
 			return rc;
 		}

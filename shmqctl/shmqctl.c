@@ -79,6 +79,7 @@ enum {
 	OPT_ACK_TIMEOUT,
 	OPT_MAX_DELIVERIES,
 	OPT_DEAD_LETTER,
+	OPT_UNTETHERED,
 	OPT_VERSION,
 };
 
@@ -864,9 +865,10 @@ static int print_groups(const struct shmq_topic_stat *st)
 
 		for (p = 0; p < st->partition_count; p++)
 			lag += gs->partitions[p].lag_bytes;
-		printf("topic %s group %s: %s, %" PRIu32 " member%s, lag %" PRIu64 " bytes",
+		printf("topic %s group %s: %s%s, %" PRIu32 " member%s, lag %" PRIu64 " bytes",
 		       st->name, gs->name,
 		       word_of(mode_words, gs->mode),
+		       gs->untethered ? ", untethered" : "",
 		       gs->members, gs->members == 1 ? "" : "s", lag);
 		if (gs->mode == SHMQ_GROUP_PARTITIONED)
 			printf(", generation %" PRIu32, gs->generation);
@@ -899,9 +901,12 @@ static int print_groups(const struct shmq_topic_stat *st)
 			const struct shmq_group_partition_stat *gp = &gs->partitions[p];
 
 			printf("  partition %" PRIu32 ": committed %" PRIu64 ", next %" PRIu64
-			       ", lag %" PRIu64 " bytes, reads from %s\n",
+			       ", lag %" PRIu64 " bytes, reads from %s",
 			       p, gp->committed, gp->next, gp->lag_bytes,
 			       gp->on_disk ? "disk" : "ring");
+			if (gs->untethered)
+				printf(", missed %" PRIu64, gp->missed);
+			printf("\n");
 		}
 	}
 	return 0;
@@ -1171,6 +1176,7 @@ static int cmd_consume(const struct command *cmd, int argc, char **argv)
 		{ "ack-timeout", required_argument, NULL, OPT_ACK_TIMEOUT },
 		{ "max-deliveries", required_argument, NULL, OPT_MAX_DELIVERIES },
 		{ "dead-letter", required_argument, NULL, OPT_DEAD_LETTER },
+		{ "untethered", no_argument, NULL, OPT_UNTETHERED },
 		{ 0 },
 	};
 	struct shmq_consumer_opts co = SHMQ_CONSUMER_OPTS_INIT;
@@ -1253,6 +1259,9 @@ static int cmd_consume(const struct command *cmd, int argc, char **argv)
 				return usage_error(cmd, "--dead-letter: bad topic name '%s'", optarg);
 			co.dead_letter_topic = optarg;
 			break;
+		case OPT_UNTETHERED:
+			co.flags |= SHMQ_CONSUMER_UNTETHERED;
+			break;
 		}
 	}
 	rc = positionals(cmd, argc, argv, 1, &topic);
@@ -1264,6 +1273,8 @@ static int cmd_consume(const struct command *cmd, int argc, char **argv)
 		return usage_error(cmd, "--ack-timeout and --max-deliveries go with --ack");
 	if (!co.max_deliveries != !co.dead_letter_topic)
 		return usage_error(cmd, "--max-deliveries and --dead-letter go together");
+	if (ack && (co.flags & SHMQ_CONSUMER_UNTETHERED))
+		return usage_error(cmd, "--ack and --untethered do not go together: an untethered group delivers at most once");
 	rc = open_client(cmd, &client);
 	if (rc)
 		return rc;
@@ -1297,6 +1308,13 @@ static int cmd_consume(const struct command *cmd, int argc, char **argv)
 				break;
 			continue;
 		}
+		if (err == SHMQ_ELAPPED) {
+			/* Said on stderr, so that stdout stays the messages. */
+			fprintf(stderr, PROG ": partition %" PRIu32 " of topic %s: missed %" PRIu64
+				" messages (lapped by producers)\n",
+				msg.partition, topic, msg.missed);
+			continue;
+		}
 		if (err == SHMQ_ECORRUPT) {
 			/* The handle skips that partition from now on. */
 			fail(err, "consume partition %" PRIu32 " of topic %s",
@@ -1315,7 +1333,9 @@ static int cmd_consume(const struct command *cmd, int argc, char **argv)
 			 */
 			int serr = errno;
 
-			err = ack ? shmq_consumer_nack(consumer) :
+			/* Untethered: delivered is delivered (at most once). */
+			err = co.flags & SHMQ_CONSUMER_UNTETHERED ? 0 :
+				ack ? shmq_consumer_nack(consumer) :
 				shmq_consumer_seek(consumer, msg.partition, msg.offset);
 			if (err)
 				fail(err, "give back offset %" PRIu64 " of partition %" PRIu32,
@@ -1383,9 +1403,10 @@ static const struct command commands[] = {
 	  "Show the partitions and groups of one topic, or of every topic.\n"
 	  "Offsets and sizes are bytes; LAG is what a group has not yet taken.\n" },
 	{ "groups", cmd_groups, "groups [TOPIC]",
-	  "Show the consumer groups of one topic, or of every topic: mode, members\n"
-	  "(pid, partitions owned, messages in flight), and per partition the\n"
-	  "committed and next offsets, the lag, and whether it reads from ring or disk.\n" },
+	  "Show the consumer groups of one topic, or of every topic: mode (and whether\n"
+	  "untethered), members (pid, partitions owned, messages in flight), and per\n"
+	  "partition the committed and next offsets, the lag, whether it reads from\n"
+	  "ring or disk, and for an untethered group how many messages it missed.\n" },
 	{ "produce", cmd_produce,
 	  "produce TOPIC [--key K] [--partition N] [--timeout MS]",
 	  "Publish each line of stdin, without its newline, as one message.\n"
@@ -1395,8 +1416,8 @@ static const struct command commands[] = {
 	  "Prints nothing on success; stops at the first failed send.\n" },
 	{ "consume", cmd_consume,
 	  "consume TOPIC --group G [--from earliest|latest|committed|OFFSET|TIME]\n"
-	  "          [--mode shared|partitioned] [--count N] [--timeout MS] [--print-offsets]\n"
-	  "          [--ack [--ack-timeout MS] [--max-deliveries N --dead-letter TOPIC]]",
+	  "          [--mode shared|partitioned] [--untethered] [--count N] [--timeout MS]\n"
+	  "          [--print-offsets] [--ack [--ack-timeout MS] [--max-deliveries N --dead-letter TOPIC]]",
 	  "Print each message's value on its own line, as a member of group G.\n"
 	  "  --from WHERE     where a group with no live member starts (default committed);\n"
 	  "                   an OFFSET (as --print-offsets shows) applies to every partition;\n"
@@ -1404,6 +1425,8 @@ static const struct command commands[] = {
 	  "                   group to the first message at or after it, on disk or in the ring\n"
 	  "  --mode M         for a new group: shared (each message to one member, the\n"
 	  "                   default) or partitioned (each partition to one member)\n"
+	  "  --untethered     for a new group: never hold producers back; when they lap\n"
+	  "                   the group, say on stderr how many messages it missed\n"
 	  "  --count N        exit after N messages\n"
 	  "  --timeout MS     exit when no message came for MS milliseconds (default never)\n"
 	  "  --print-offsets  prefix each value with PARTITION<tab>OFFSET<tab>\n"

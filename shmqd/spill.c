@@ -202,6 +202,9 @@ static uint64_t groups_min(struct shmq_map *m, uint32_t p, uint64_t head)
 
 		if (ck_pr_load_32(&shmq__group(m, g)->state) != SHMQ_GROUP_ACTIVE)
 			continue;
+		/* Untethered groups never make anything spill (ring.c). */
+		if (ck_pr_load_32(&shmq__group(m, g)->untethered))
+			continue;
 		n = ck_pr_load_64(&ph->cursor[g].next);
 		/* Partitioned groups hold from their committed offset (ring.c). */
 		if (n != SHMQ_POS_NONE &&
@@ -381,6 +384,13 @@ static void checkpoint(struct shmqd *d, struct shmqd_topic *t)
 		struct shmq_group_slot *gs = shmq__group(m, g);
 
 		if (ck_pr_load_32(&gs->state) != SHMQ_GROUP_ACTIVE)
+			continue;
+		/*
+		 * Untethered groups replay nothing from disk, and a restored
+		 * group would come back tethered: their members start them
+		 * afresh after a host restart.
+		 */
+		if (ck_pr_load_32(&gs->untethered))
 			continue;
 		memcpy(groups[n].name, gs->name, SHMQ_NAME_MAX);
 		groups[n].name[SHMQ_NAME_MAX] = 0;

@@ -159,7 +159,7 @@ static void test_eio(void)
 		if (send_seq(p, seq, 1000) < 0)
 			bail("send %u", seq);
 	/* The syncs fail from the third on: no durable acknowledgement. */
-	for (i = 0; i < 20 && (rc = shmq_producer_flush(p, 200)) == 0; i++) {
+	for (i = 0; i < 20 && (rc = shmq_producer_flush(p, 2000)) == 0; i++) {
 		if (send_seq(p, seq, 1000) < 0)
 			bail("send %u", seq);
 		seq++;

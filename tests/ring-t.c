@@ -12,6 +12,10 @@
  * and checksum), with strictly increasing offsets per partition and
  * sequence numbers per producer and partition at every member; the
  * partitions pass shmq__ring_check() afterwards; every group caught up.
+ * An untethered group whose members pause now and then is lapped by the
+ * producers' tail walk while its members take and copy: what it receives is
+ * intact, never twice, and with what it is told it missed adds up to what
+ * was sent.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -31,6 +35,8 @@
 #define NPART	  2
 #define NGROUPS	  2
 #define NMEMBERS  2 /* per group */
+#define UGROUP	  NGROUPS /* the untethered group's index */
+#define NUMEMBERS 2
 #define NPROD	  4
 #define NMSG	  20000
 #define VALUE_MAX 600
@@ -66,8 +72,9 @@ struct tag {
 static char dir[256];
 static shmq_client_t *client;
 static uint32_t producers_done;
-static uint32_t count[NGROUPS][NPROD][NMSG];
-static uint64_t nbad_content[NGROUPS], nbad_order[NGROUPS], nbad_poll[NGROUPS];
+static uint32_t count[NGROUPS + 1][NPROD][NMSG];
+static uint64_t nbad_content[NGROUPS + 1], nbad_order[NGROUPS + 1], nbad_poll[NGROUPS + 1];
+static uint64_t nmissed, nreports;
 static int prod_rc[NPROD];
 static uint32_t prod_sent[NPROD];
 
@@ -227,6 +234,7 @@ static void *member_thread(void *arg)
 	uint64_t last_off[NPART] = { 0 };
 	uint64_t start = tu_now_ns(), idle_since = 0, now;
 	struct shmq_msg m;
+	uint32_t n = 0;
 	int rc, p, q;
 
 	for (p = 0; p < NPART; p++)
@@ -239,6 +247,15 @@ static void *member_thread(void *arg)
 			if (check_msg(me->group, &m, last_seq, last_off) < 0)
 				__atomic_fetch_add(&nbad_content[me->group], 1,
 						   __ATOMIC_RELAXED);
+			idle_since = 0;
+			/* Untethered: fall behind now and then, to be lapped. */
+			if (me->group == UGROUP && ++n % 256 == 0)
+				usleep(3000);
+			continue;
+		}
+		if (rc == SHMQ_ELAPPED && me->group == UGROUP) {
+			__atomic_fetch_add(&nmissed, m.missed, __ATOMIC_RELAXED);
+			__atomic_fetch_add(&nreports, 1, __ATOMIC_RELAXED);
 			idle_since = 0;
 			continue;
 		}
@@ -303,17 +320,17 @@ static void make_topic(struct shmq_map *map)
 int main(void)
 {
 	struct shmq_consumer_opts opts = SHMQ_CONSUMER_OPTS_INIT;
-	struct member members[NGROUPS * NMEMBERS];
+	struct member members[NGROUPS * NMEMBERS + NUMEMBERS];
 	pthread_t producers[NPROD];
 	struct shmq_topic_stat *st = NULL;
 	struct shmq_map map;
 	char group[16];
-	uint64_t missing, dup, t0;
+	uint64_t missing, dup, t0, got;
 	uint32_t p, g, seq;
 	int i, rc, bad, shown;
 
 	tu_init(120);
-	plan(11);
+	plan(14);
 	tu_make_dir("ring", dir, sizeof dir);
 	make_topic(&map);
 	rc = shmq_open(dir, NULL, &client);
@@ -330,8 +347,16 @@ int main(void)
 			bail("consumer_open %s: %s (%s)", group, shmq_strerror(rc),
 			     shmq_errdetail());
 	}
+	opts.flags = SHMQ_CONSUMER_UNTETHERED;
+	for (i = NGROUPS * NMEMBERS; i < NGROUPS * NMEMBERS + NUMEMBERS; i++) {
+		members[i].group = UGROUP;
+		rc = shmq_consumer_open(client, TOPIC, "u", &opts, &members[i].c);
+		if (rc < 0)
+			bail("consumer_open u: %s (%s)", shmq_strerror(rc),
+			     shmq_errdetail());
+	}
 	t0 = tu_now_ns();
-	for (i = 0; i < NGROUPS * NMEMBERS; i++)
+	for (i = 0; i < NGROUPS * NMEMBERS + NUMEMBERS; i++)
 		if (pthread_create(&members[i].thread, NULL, member_thread, &members[i]))
 			bail("pthread_create");
 	for (p = 0; p < NPROD; p++)
@@ -341,7 +366,7 @@ int main(void)
 	for (p = 0; p < NPROD; p++)
 		pthread_join(producers[p], NULL);
 	__atomic_store_n(&producers_done, 1, __ATOMIC_RELEASE);
-	for (i = 0; i < NGROUPS * NMEMBERS; i++)
+	for (i = 0; i < NGROUPS * NMEMBERS + NUMEMBERS; i++)
 		pthread_join(members[i].thread, NULL);
 	diag("%d x %d messages, %d groups: %.2f s", NPROD, NMSG, NGROUPS,
 	     (double)(tu_now_ns() - t0) / 1e9);
@@ -355,7 +380,8 @@ int main(void)
 		}
 	}
 	ok(bad == 0, "%d producer threads sent %d messages each", NPROD, NMSG);
-	ok(nbad_poll[0] + nbad_poll[1] == 0, "no poll errors, no member timed out");
+	ok(nbad_poll[0] + nbad_poll[1] + nbad_poll[UGROUP] == 0,
+	   "no poll errors, no member timed out");
 
 	for (g = 0; g < NGROUPS; g++) {
 		missing = dup = 0;
@@ -381,6 +407,26 @@ int main(void)
 		ok(nbad_order[g] == 0, "g%u: offsets and sequences increase per member (%llu bad)",
 		   g, (unsigned long long)nbad_order[g]);
 	}
+
+	got = dup = 0;
+	for (p = 0; p < NPROD; p++) {
+		for (seq = 0; seq < NMSG; seq++) {
+			got += count[UGROUP][p][seq];
+			dup += count[UGROUP][p][seq] > 1;
+		}
+	}
+	diag("untethered: received %llu, missed %llu in %llu reports",
+	     (unsigned long long)got, (unsigned long long)nmissed,
+	     (unsigned long long)nreports);
+	ok(dup == 0 && got + nmissed == (uint64_t)NPROD * NMSG,
+	   "untethered: received + missed == sent (%llu + %llu), none twice (%llu)",
+	   (unsigned long long)got, (unsigned long long)nmissed,
+	   (unsigned long long)dup);
+	ok(nbad_content[UGROUP] == 0 && nbad_order[UGROUP] == 0,
+	   "untethered: content intact, in order per member (%llu bad, %llu out of order)",
+	   (unsigned long long)nbad_content[UGROUP],
+	   (unsigned long long)nbad_order[UGROUP]);
+	ok(nreports > 0, "untethered: the group was lapped and told so");
 
 	bad = 0;
 	for (p = 0; p < NPART; p++) {
@@ -408,13 +454,13 @@ int main(void)
 			}
 		}
 	}
-	ok(bad == 0 && st && st->group_count == NGROUPS,
+	ok(bad == 0 && st && st->group_count == NGROUPS + 1,
 	   "every group consumed every partition to its head");
 	ok(st && st->producers == 0, "closed producers left no slot behind (%u)",
 	   st ? st->producers : 0);
 	shmq_topic_stat_free(st);
 
-	for (i = 0; i < NGROUPS * NMEMBERS; i++)
+	for (i = 0; i < NGROUPS * NMEMBERS + NUMEMBERS; i++)
 		shmq_consumer_close(members[i].c);
 	shmq_close(client);
 	shmq__segment_detach(&map);

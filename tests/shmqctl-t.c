@@ -284,7 +284,7 @@ int main(void)
 	pid_t shmqd;
 
 	tu_init(90);
-	plan(60);
+	plan(66);
 	tu_program("shmqctl", ctl_path, sizeof(ctl_path));
 	if (access(ctl_path, X_OK))
 		bail("no shmqctl at %s", ctl_path);
@@ -451,6 +451,50 @@ int main(void)
 		okr(r.status == 0 && strstr(r.out, "group ta: shared") &&
 		    strstr(r.out, "redelivered 0") && strstr(r.out, "dead-lettered 0"),
 		    "groups shows a shared group's redelivery counters");
+	}
+
+	/* Untethered groups: lapped by a produce, and told how far. */
+	{
+		char *lines = malloc(3000 * 16), *nl, *last = NULL;
+		const char *m;
+		size_t len = 0;
+		unsigned long long missed = 0;
+		int i, got = 0;
+
+		if (!lines)
+			bail("malloc");
+		for (i = 0; i < 3000; i++)
+			len += (size_t)sprintf(lines + len, "line-%d\n", i);
+		run_ctl(&r, NULL, "create", "t3", "--partitions", "1", "--ring-bytes",
+			"64K", "--full", "block", NULL);
+		is_intr(r.status, 0, "create t3 (blocks when full) exits 0");
+		run_ctl(&r, NULL, "consume", "t3", "--group", "un", "--untethered",
+			"--from", "earliest", "--timeout", "10", NULL);
+		okr(r.status == 0, "consume --untethered creates an untethered group");
+		run_ctl(&r, lines, "produce", "t3", "--timeout", "2000", NULL);
+		okr(r.status == 0, "3000 lines (three rings) go past the untethered group");
+		run_ctl(&r, NULL, "consume", "t3", "--group", "un", "--untethered",
+			"--timeout", "300", NULL);
+		for (m = r.err; (m = strstr(m, "missed ")); m += 7)
+			missed += strtoull(m + 7, NULL, 10);
+		for (nl = r.out; (nl = strchr(nl, '\n')); nl++)
+			got++;
+		if (r.out_len > 1) {
+			r.out[r.out_len - 1] = '\0';
+			last = strrchr(r.out, '\n');
+			last = last ? last + 1 : r.out;
+		}
+		okr(r.status == 0 && missed > 0 && got + missed == 3000 && last &&
+		    !strcmp(last, "line-2999"),
+		    "consume --untethered prints what is left and says on stderr how many were missed (%d + %llu)",
+		    got, missed);
+		run_ctl(&r, NULL, "groups", "t3", NULL);
+		okr(r.status == 0 && strstr(r.out, "group un: shared, untethered") &&
+		    (m = strstr(r.out, "missed ")) && strtoull(m + 7, NULL, 10) == missed,
+		    "groups shows the group untethered, with its missed count");
+		run_ctl(&r, NULL, "delete", "t3", NULL);
+		is_intr(r.status, 0, "delete t3 exits 0");
+		free(lines);
 	}
 
 	run_ctl(&r, NULL, "delete", "t1", NULL);
