@@ -768,6 +768,8 @@ again:
 		msg->next_offset = v.pos + v.size;
 		msg->timestamp_ns = v.timestamp_ns;
 		msg->partition = p;
+		msg->producer_id = v.producer_id;
+		msg->sequence = v.seq;
 		return 0;
 	}
 	return -EAGAIN;
