@@ -72,6 +72,7 @@
  * restart (the segment is recreated, and every identity with it).
  */
 #include <errno.h>
+#include <signal.h>
 #include <string.h>
 
 #include "atomics.h"
@@ -260,6 +261,15 @@ void shmq__ident_not_stored(struct shmq_map *m, uint32_t part, uint32_t i,
 			    uint64_t seq)
 {
 	try_done(rec(m, part, i), seq);
+}
+
+int shmq__ident_crash_point;
+uint32_t shmq__ident_crash_countdown;
+
+void shmq__ident_crash(int point)
+{
+	if (point == shmq__ident_crash_point && shmq__ident_crash_countdown-- == 0)
+		raise(SIGKILL);
 }
 
 void shmq__ident_claim_padded(struct shmq_map *m, struct shmq_producer_slot *s,

@@ -363,11 +363,15 @@ int shmq_producer_send_seq(shmq_producer_t *p, int partition, uint64_t seq,
 	p->claimed = false;
 	/* The attempt is recorded before the commit can publish it. */
 	shmq__ident_try(p->map, part, p->ident, seq, p->claim.frame_pos);
+	if (__builtin_expect(shmq__ident_crash_point != 0, 0))
+		shmq__ident_crash(SHMQ_CRASH_TRIED);
 	rc = commit(p);
 	if (rc) {
 		shmq__ident_not_stored(p->map, part, p->ident, seq);
 		return rc;
 	}
+	if (__builtin_expect(shmq__ident_crash_point != 0, 0))
+		shmq__ident_crash(SHMQ_CRASH_COMMITTED);
 	shmq__ident_stored(p->map, part, p->ident, seq, p->claim.frame_pos);
 	p->last_seq[part] = seq;
 	if (offset)

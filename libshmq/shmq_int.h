@@ -394,6 +394,16 @@ void shmq__ident_not_stored(struct shmq_map *m, uint32_t part, uint32_t index,
 			    uint64_t seq);
 
 /*
+ * Tests: die by SIGKILL at a point of the send protocol, when the point
+ * is reached for the (countdown + 1)th time.  0 = disarmed (the send path
+ * of an identity looks at one global).
+ */
+enum { SHMQ_CRASH_NONE = 0, SHMQ_CRASH_TRIED = 1, SHMQ_CRASH_COMMITTED = 2 };
+extern int shmq__ident_crash_point;
+extern uint32_t shmq__ident_crash_countdown;
+void shmq__ident_crash(int point);
+
+/*
  * shmqd is about to pad (dead producer) or has padded (revoked claim) the
  * claim [pos, pos + len) of partition part made by the producer in slot s:
  * if that producer has an identity whose attempt is this claim's frame,
