@@ -21,8 +21,9 @@
  * retention can never fault them (SIGBUS) - at worst they read fewer bytes.
  *
  * Frames are stored exactly as in the ring (layout.h): the 32-byte header
- * with its seal (the frame's own offset | COMMITTED [| PAD]), then key and
- * value, zero-filled to 32 bytes.  Only two things differ from the ring:
+ * with its seal (the frame's own offset | COMMITTED [| PAD]), then the
+ * producer extension (flag SHMQ_FRAME_PRODUCER only), key and value,
+ * zero-filled to 32 bytes.  Only two things differ from the ring:
  * the crc field is filled in, and a padding frame is stored as its header
  * alone, its size still the logical size it covers.  So the logical offsets
  * are the ring's, and a file position is found from an offset by walking
@@ -44,12 +45,13 @@
  *   +-------+------+---------+-------+-----------+-----+--------------+
  *   | seal  | size | key_len | flags | value_len | crc | timestamp_ns | 32 B
  *   +-------+------+---------+-------+-----------+-----+--------------+
- *   | key | value | zeros to a multiple of 32    (not for padding)    |
+ *   | [producer id, seq: 16 B if flags has 2] | key | value | zeros    |
  *   +------------------------------------------------------------------+
- *   frame crc = CRC-32C(header with crc = 0, then key, then value)
+ *   frame crc = CRC-32C(header with crc = 0, then extension, key, value)
  *   seal = offset | 1 (COMMITTED) [| 2 (PAD)]
  *   a message takes `size` bytes of file; a pad takes 32 and covers
- *   `size` bytes of log (key_len, value_len, flags, timestamp are 0)
+ *   `size` bytes of log (key_len, value_len, timestamp are 0; flags 0 or
+ *   1 = GAP).  Format version 2; version 1 files have no extension.
  *
  * Index file (a hint; never trusted beyond what is re-validated):
  *
