@@ -25,8 +25,13 @@
  *         committed, gone from the ring), identity delete, limits.
  *
  * dedup   shmq_dedup_* against a model.
+ *
+ * spill   Frames with the extension in a spill log, after a version 1
+ *         segment (an older shmqd's): the writer rolls past it, and a
+ *         reader returns both kinds with their producer id and sequence.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -41,6 +46,7 @@
 
 #include "shmq.h"
 #include "shmq_int.h"
+#include "spill.h"
 #include "tap.h"
 #include "testutil.h"
 
@@ -777,6 +783,85 @@ static void test_dedup(void)
 	}
 }
 
+/* ------------------------------------------------------------------------
+ * spill
+ */
+
+static int append(struct shmq_spill_log *log, uint64_t pos, uint64_t id, uint64_t seq,
+		  const char *val)
+{
+	struct shmq_frame_view v;
+
+	memset(&v, 0, sizeof v);
+	v.pos = pos;
+	v.size = shmq__frame_bytes((id ? SHMQ_FRAME_EXT : 0) + 1, strlen(val));
+	v.producer_id = id;
+	v.seq = seq;
+	v.key = (const uint8_t *)"k";
+	v.key_len = 1;
+	v.value = (const uint8_t *)val;
+	v.value_len = (uint32_t)strlen(val);
+	v.timestamp_ns = 1;
+	return shmq__spill_append(log, &v) ? -1 : (int)v.size;
+}
+
+static void test_spill(void)
+{
+	struct shmq_spill_seg_header h;
+	struct shmq_spill_log *log;
+	struct shmq_spill_reader *r;
+	struct shmq_spill_stat st;
+	struct shmq_frame_view v;
+	char path[512];
+	uint64_t pos = 0;
+	int fd, n, good = 0;
+
+	if (shmq__spill_open(dir, "old", 0, NULL, NULL, &log))
+		bail("spill open: %s", shmq_errdetail());
+	n = append(log, pos, 0, 0, "plain");
+	pos += (uint64_t)n;
+	shmq__spill_sync(log);
+	shmq__spill_close(log);
+	/* Make it a version 1 segment, as an older shmqd wrote it. */
+	snprintf(path, sizeof path, "%s/spill/old/0/00000000000000000000.seg", dir);
+	fd = open(path, O_RDWR);
+	if (fd < 0 || pread(fd, &h, sizeof h, 0) != sizeof h)
+		bail("%s: %s", path, strerror(errno));
+	h.version = 1;
+	h.crc = shmq__crc32c(0, &h, offsetof(struct shmq_spill_seg_header, crc));
+	if (pwrite(fd, &h, sizeof h, 0) != sizeof h)
+		bail("pwrite");
+	close(fd);
+
+	is_int(shmq__spill_open(dir, "old", 0, NULL, NULL, &log), 0,
+	       "spill: a log whose segment is version 1 opens");
+	n = append(log, pos, 0x1de7, 7, "ext");
+	ok(n > 0, "spill: a frame with the extension is appended");
+	pos += (uint64_t)(n > 0 ? n : 0);
+	append(log, pos, 0, 0, "plain2");
+	shmq__spill_sync(log);
+	shmq__spill_stat(log, &st);
+	is_int(st.segments, 2, "spill: the writer rolled past the version 1 segment first");
+	shmq__spill_close(log);
+
+	if (shmq__spill_reader_open(dir, "old", 0, NULL, &r))
+		bail("reader");
+	pos = 0;
+	if (shmq__spill_read(r, pos, &v) == 0 && !v.producer_id && !v.seq &&
+	    v.value_len == 5 && !memcmp(v.value, "plain", 5))
+		good++;
+	pos += v.size;
+	if (shmq__spill_read(r, pos, &v) == 0 && v.producer_id == 0x1de7 && v.seq == 7 &&
+	    v.key_len == 1 && v.key[0] == 'k' && v.value_len == 3 && !memcmp(v.value, "ext", 3))
+		good++;
+	pos += v.size;
+	if (shmq__spill_read(r, pos, &v) == 0 && !v.producer_id &&
+	    v.value_len == 6 && !memcmp(v.value, "plain2", 6))
+		good++;
+	is_int(good, 3, "spill: a reader returns the old frame, the extension's id and sequence, and the next frame");
+	shmq__spill_reader_close(r);
+}
+
 int main(void)
 {
 	pid_t shmqd;
@@ -784,7 +869,7 @@ int main(void)
 
 	tu_init(600);
 	/* dedup, codes, kill twice */
-	plan(10 + 44 + 5 + 6);
+	plan(10 + 44 + 5 + 6 + 4);
 	rnd_state ^= (uint64_t)time(NULL) ^ (uint64_t)getpid() << 32;
 	diag("seed %#" PRIx64, rnd_state);
 	sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -797,6 +882,7 @@ int main(void)
 		bail("shmq_open %s: %s (%s)", dir, shmq_strerror(rc), shmq_errdetail());
 
 	test_dedup();
+	test_spill();
 	test_codes();
 	test_kill("lapped", SHMQ_SPILL_OFF);
 	test_kill("spilled", SHMQ_SPILL_OVERFLOW);
