@@ -74,7 +74,8 @@ extern "C" {
 #define SHMQ_EFOREIGN	(-4012) /* segment owner or mode is not acceptable */
 #define SHMQ_EPROTO	(-4013) /* control protocol mismatch with shmqd */
 #define SHMQ_ELAPPED	(-4014) /* untethered group lapped: msg->missed lost */
-#define SHMQ_ELAST	(-4014)
+#define SHMQ_EDUPLICATE	(-4015) /* sequence already stored: not stored again */
+#define SHMQ_ELAST	(-4015)
 
 /* Limits. */
 #define SHMQ_NAME_MAX		64	/* topic and group names, bytes */
@@ -82,6 +83,7 @@ extern "C" {
 #define SHMQ_MAX_GROUPS		32	/* groups per topic */
 #define SHMQ_MAX_MEMBERS	64	/* consumer handles per topic */
 #define SHMQ_MAX_PRODUCERS	128	/* producer handles per topic */
+#define SHMQ_MAX_IDENTS		32	/* producer identities per topic */
 #define SHMQ_RING_MIN		(64u << 10)	/* 64 KiB */
 #define SHMQ_RING_MAX		(1ull << 32)	/* 4 GiB */
 #define SHMQ_KEY_MAX		65535u
@@ -282,6 +284,11 @@ typedef struct shmq_producer shmq_producer_t;
 struct shmq_producer_opts {
 	size_t size;	/* sizeof(struct shmq_producer_opts) */
 	unsigned flags; /* SHMQ_PRODUCER_BUSY_WAIT: spin instead of sleeping when full */
+	/*
+	 * An identity (a name, as for topics): makes the producer idempotent.
+	 * NULL = none.  See "Idempotent producers" below.
+	 */
+	const char *idempotent_id;
 };
 #define SHMQ_PRODUCER_BUSY_WAIT 0x1u
 #define SHMQ_PRODUCER_OPTS_INIT { .size = sizeof(struct shmq_producer_opts) }
@@ -292,6 +299,12 @@ struct shmq_producer_opts {
  * attach error (SHMQ_EMAGIC, SHMQ_EVERSION, SHMQ_ELAYOUT, SHMQ_ESIZE,
  * SHMQ_EFOREIGN, SHMQ_ENOTREADY) or -errno.  The handle must be used by one
  * thread at a time.
+ *
+ * With opts->idempotent_id, also: -EINVAL (not a valid name), -EBUSY (a
+ * live process, this one included, holds the identity: the detail names
+ * its pid), -EMFILE (all SHMQ_MAX_IDENTS identities of the topic are
+ * taken), -EAGAIN (the registration mutex stayed taken).  An identity
+ * whose holder died is taken over.
  */
 SHMQ_API int shmq_producer_open(shmq_client_t *client, const char *topic,
 				const struct shmq_producer_opts *opts,
@@ -379,6 +392,80 @@ SHMQ_API int shmq_producer_abort(shmq_producer_t *producer);
  * ring, shmqd retries, and a later flush may succeed).
  */
 SHMQ_API int shmq_producer_flush(shmq_producer_t *producer, int timeout_ms);
+
+/* ------------------------------------------------------------------------
+ * Idempotent producers (part of the producer API)
+ *
+ * A producer opened with an identity (opts->idempotent_id) publishes each
+ * message with a sequence number that the application chooses, strictly
+ * increasing per (identity, partition); gaps are allowed.  A partition
+ * stores each sequence of an identity at most once: a send whose sequence
+ * is at or below the highest one the partition already stored for that
+ * identity returns SHMQ_EDUPLICATE and stores nothing.  The identity's
+ * state lives in the topic's shared memory, not in the process, so a
+ * producer that crashed (at any instruction) and is started again with the
+ * same identity can simply send again everything it has not seen
+ * acknowledged, from any earlier point: what was stored is refused as a
+ * duplicate, what was not is stored, once, in sequence order.
+ *
+ * One live process at a time may hold an identity (a second open gets
+ * -EBUSY); an identity whose holder died is taken over, and the taker
+ * learns what the dead holder stored, including a message it committed
+ * just before dying (shmq_producer_last_seq).  Each message carries a
+ * 64-bit producer id (a hash of the topic and identity names, never 0) and
+ * its sequence: struct shmq_msg shows both to consumers.  The two take 16
+ * bytes of the frame, counted against the topic's max_message.
+ * Producers without an identity pay nothing for any of this.
+ *
+ * Limits: SHMQ_MAX_IDENTS identities per topic; an identity stays
+ * registered for as long as the topic exists (shmq_identity_delete
+ * removes one).  The state is in shared memory: it survives the producer
+ * and shmqd, but not a host restart, after which the topic's sequences
+ * start from nothing (use shmq_dedup on the consumer side to drop what a
+ * producer sends again then).
+ */
+
+/*
+ * Publish a copy of one message with sequence number seq (1 ..
+ * SHMQ_SEQ_MAX) from a producer with an identity.  partition: an explicit
+ * partition, or SHMQ_PARTITION_ANY with a non-empty key (the key's hash
+ * chooses; round-robin is refused, as sequences are per partition).
+ * Other arguments as for shmq_send().
+ *
+ * Returns the partition (>= 0) when the message was stored now,
+ * SHMQ_EDUPLICATE (nothing stored: the partition already holds seq or a
+ * later sequence of this identity), -EINVAL (no identity, seq out of
+ * range, or no partition), or the errors of shmq_send(); after any error
+ * but SHMQ_EDUPLICATE the message is not stored and may be sent again
+ * with the same seq.  Not for shmq_producer_claim(): a producer with an
+ * identity publishes with this call only (shmq_send and claim give
+ * -EINVAL).
+ */
+#define SHMQ_SEQ_MAX ((uint64_t)INT64_MAX)
+SHMQ_API int shmq_producer_send_seq(shmq_producer_t *producer, int partition,
+				    uint64_t seq, const void *key,
+				    size_t key_len, const void *value,
+				    size_t value_len, int timeout_ms,
+				    uint64_t *offset);
+
+/*
+ * The highest sequence this identity has stored in partition (0 when
+ * none), into *seq: where a restarted producer resumes.  Returns 0,
+ * -EINVAL (no identity, bad partition).  No system call.
+ */
+SHMQ_API int shmq_producer_last_seq(shmq_producer_t *producer,
+				    uint32_t partition, uint64_t *seq);
+
+/* The producer id its messages carry, 0 for a producer without identity. */
+SHMQ_API uint64_t shmq_producer_id(const shmq_producer_t *producer);
+
+/*
+ * Forget identity `name` of `topic`: its sequences are dropped and its
+ * slot freed.  Works without shmqd.  Returns 0, -ENOENT (no such topic or
+ * identity), -EBUSY (a live process holds it), or an attach error.
+ */
+SHMQ_API int shmq_identity_delete(shmq_client_t *client, const char *topic,
+				  const char *name);
 
 /* ------------------------------------------------------------------------
  * Consumers
@@ -531,6 +618,12 @@ struct shmq_msg {
 	 * group after this member's nack.
 	 */
 	uint32_t delivery_count;
+	/*
+	 * From an idempotent producer: its producer id and the message's
+	 * sequence number in this partition.  0 and 0 otherwise.
+	 */
+	uint64_t producer_id;
+	uint64_t sequence;
 	/*
 	 * Set only when a poll returns SHMQ_ELAPPED (untethered groups):
 	 * how many messages of `partition` the group missed.  Then next_offset
@@ -753,6 +846,52 @@ SHMQ_API int shmq_subscription_commit(shmq_subscription_t *s);
 
 /* Leave every group joined; releases a held message.  NULL is a no-op. */
 SHMQ_API void shmq_subscription_close(shmq_subscription_t *s);
+
+/* ------------------------------------------------------------------------
+ * Consumer-side deduplication
+ *
+ * A dedup remembers, per (producer id, partition), the highest sequence
+ * number seen, and calls a message a duplicate when its sequence is at or
+ * below it.  It is meant for one consumer that sees every message of the
+ * partitions it reads, in order: a single consumer, or the owner of
+ * partitions in a PARTITIONED group (keep one dedup for the member's life;
+ * a partition that comes to it from another member starts unknown, so the
+ * first message redelivered there passes).  It is not for a SHARED group:
+ * its members each see part of a partition, not in order.  A subscription
+ * may share one dedup between its topics (producer ids differ by topic).
+ *
+ * What it drops: messages delivered again to this consumer (at least once
+ * after a nack, a seek back, a member's death or a replay) and messages an
+ * idempotent producer stored twice because its identity's state was lost
+ * (a host restart).  Messages without a producer id always pass.
+ *
+ * Memory is bounded: at most `max_entries` (producer, partition) pairs are
+ * kept (in a hash table of about 48 bytes an entry); when a new pair comes
+ * with the table full, the pair seen least recently is forgotten, and a
+ * duplicate of it would pass afterwards.  Size it for the producers and
+ * partitions a consumer sees.  Not thread-safe: one per consumer thread.
+ */
+typedef struct shmq_dedup shmq_dedup_t;
+
+/*
+ * Create a dedup of at most max_entries pairs (0: 4096).  Returns 0 and
+ * sets *out, -EINVAL (max_entries above 1 << 24), -ENOMEM.
+ */
+SHMQ_API int shmq_dedup_create(uint32_t max_entries, shmq_dedup_t **out);
+
+/*
+ * Look at msg: returns 1 when it is new (deliver it; its sequence is now
+ * the highest seen for its producer and partition), 0 when it is a
+ * duplicate (drop it), -EINVAL when d or msg is NULL.  O(1) but for the
+ * eviction of a pair, O(max_entries).
+ */
+SHMQ_API int shmq_dedup_check(shmq_dedup_t *d, const struct shmq_msg *msg);
+
+/* Pairs forgotten to make room, since creation. */
+SHMQ_API uint64_t shmq_dedup_evictions(const shmq_dedup_t *d);
+
+/* NULL is a no-op. */
+SHMQ_API void shmq_dedup_free(shmq_dedup_t *d);
 
 #ifdef __cplusplus
 }

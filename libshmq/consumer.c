@@ -877,6 +877,8 @@ static int hand_over(struct shmq_consumer *c, uint32_t p,
 	msg->next_offset = v->pos + v->size;
 	msg->timestamp_ns = v->timestamp_ns;
 	msg->partition = p;
+	msg->producer_id = v->producer_id;
+	msg->sequence = v->seq;
 	return 0;
 }
 

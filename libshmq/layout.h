@@ -21,11 +21,14 @@
  *                   | struct shmq_producer_slot [MAX_PRODUCERS]  |
  *   SHMQ_MEMBERS_OFF +-------------------------------------------+
  *                   | struct shmq_member_slot [SHMQ_MAX_MEMBERS] |
+ *   SHMQ_IDENTS_OFF +--------------------------------------------+
+ *                   | struct shmq_ident_slot [SHMQ_MAX_IDENTS]   |
  *   SHMQ_PARTS_OFF  +--------------------------------------------+
  *                   | struct shmq_part_header [partitions]       |
  *                   |   head (producers) | tail (producers)      |
  *                   |   cursor per group (members)               |
  *                   |   hold per member  (members)               |
+ *                   |   sequences per identity (its holder)      |
  *   rings_off       +--------------------------------------------+
  *                   | ring 0: ring_bytes of frames               |
  *                   | ring 1 ...                                 |
@@ -39,6 +42,7 @@
  *   +-------+------+---------+-------+-----------+-----+--------------+
  *   | seal  | size | key_len | flags | value_len | crc | timestamp_ns |  32 B
  *   +-------+------+---------+-------+-----------+-----+--------------+
+ *   | [producer id, sequence: 16 B, with SHMQ_FRAME_PRODUCER only]      |
  *   | key (key_len bytes) | value (value_len bytes) | zero to align  |
  *   +-------------------------------------------------------------------+
  *
@@ -76,7 +80,7 @@ struct shmq_frame {
 	uint64_t seal;	       /* pos | COMMITTED [| PAD]; written last */
 	uint32_t size;	       /* whole frame with header, multiple of 32 */
 	uint16_t key_len;
-	uint16_t flags;	       /* SHMQ_FRAME_GAP on a spill file's gap pad, else 0 */
+	uint16_t flags;	       /* SHMQ_FRAME_GAP (pads), SHMQ_FRAME_PRODUCER */
 	uint32_t value_len;
 	uint32_t crc;	       /* CRC32C of key and value once spilled, else 0 */
 	uint64_t timestamp_ns; /* CLOCK_REALTIME at publication */
@@ -98,8 +102,20 @@ _Static_assert(offsetof(struct shmq_frame, timestamp_ns) == 24, "timestamp");
  * Frame flags.  GAP: in a spill file, a padding frame over offsets that
  * every group had consumed before they had to go to disk; their messages
  * are not there (a reader that lands in one reports SHMQ_EGONE).
+ * PRODUCER: a message from a producer with an identity (idempotent.c); a
+ * struct shmq_frame_ext follows the header, before the key, counted in
+ * size (and in the CRC of a spilled frame).  Its producer id and sequence
+ * are never 0.  No other bit is set in a message's flags.
  */
-#define SHMQ_FRAME_GAP 0x1u
+#define SHMQ_FRAME_GAP	    0x1u
+#define SHMQ_FRAME_PRODUCER 0x2u
+
+struct shmq_frame_ext {
+	uint64_t producer_id;
+	uint64_t seq;
+};
+#define SHMQ_FRAME_EXT 16u
+_Static_assert(sizeof(struct shmq_frame_ext) == SHMQ_FRAME_EXT, "frame extension");
 
 /* A position no frame has: "no claim", "no hold". */
 #define SHMQ_POS_NONE UINT64_MAX
@@ -200,7 +216,8 @@ struct shmq_producer_slot {
 	uint32_t claim_len;  /* bytes claimed, wrap padding included */
 	uint32_t claim_part; /* its partition */
 	uint64_t revoked_pos; /* set by shmqd when it padded the claim over */
-	uint8_t reserved[64 - 40];
+	uint32_t ident;	     /* identity slot + 1 (idempotent.c), 0 = none */
+	uint8_t reserved[64 - 44];
 };
 _Static_assert(sizeof(struct shmq_producer_slot) == 64, "producer slot");
 
@@ -264,6 +281,39 @@ _Static_assert(sizeof(struct shmq_member_slot) == 128, "member slot");
 _Static_assert(offsetof(struct shmq_member_slot, lease) == 64, "lease line");
 
 /*
+ * Producer identities (idempotent.c).  A slot is taken, under the
+ * registration mutex, the first time a producer opens with a name, and
+ * stays for the topic's life, so that its sequences outlive its holders.
+ * owner is the one live process using it (pid 0: nobody).
+ */
+enum shmq_ident_state { SHMQ_IDENT_FREE = 0, SHMQ_IDENT_ACTIVE = 1 };
+
+struct shmq_ident_slot {
+	uint32_t state; /* enum shmq_ident_state; ACTIVE stored last */
+	uint32_t reserved0;
+	struct shmq_owner owner;
+	uint64_t producer_id; /* carried by its frames; never 0 */
+	uint64_t created_ns;
+	char name[SHMQ_NAME_MAX + 8];
+	uint8_t reserved[128 - 40 - (SHMQ_NAME_MAX + 8)];
+};
+_Static_assert(sizeof(struct shmq_ident_slot) == 128, "identity slot");
+
+/*
+ * An identity's sequences in one partition, written by its holder (and a
+ * successor, and shmqd's reaper, once the holder is dead; see
+ * idempotent.c for the protocol).  try_seq has SHMQ_TRY_DONE once the
+ * attempt is known not to be stored.
+ */
+struct shmq_ident_seq {
+	uint64_t last_seq; /* highest sequence stored, 0 = none */
+	uint64_t last_pos; /* its offset */
+	uint64_t try_seq;  /* sequence of the frame being published */
+	uint64_t try_pos;  /* that frame's offset */
+};
+#define SHMQ_TRY_DONE (1ull << 63)
+
+/*
  * Owner of a partition in a PARTITIONED group: a member slot index, or
  * NONE; with PENDING, the owner waits until the previous owner (prev) has
  * let go (see group.c).
@@ -321,8 +371,11 @@ struct shmq_part_header {
 	struct shmq_cursor cursor[SHMQ_MAX_GROUPS];
 	/* hold[m]: member m may be reading the frame at this position. */
 	uint64_t hold[SHMQ_MAX_MEMBERS];
+	/* ident[i]: identity slot i's sequences here (idempotent.c). */
+	struct shmq_ident_seq ident[SHMQ_MAX_IDENTS];
 	uint8_t reserved2[SHMQ_PAGE - 256 - SHMQ_MAX_GROUPS * SHMQ_CACHELINE -
-			  SHMQ_MAX_MEMBERS * 8];
+			  SHMQ_MAX_MEMBERS * 8 -
+			  SHMQ_MAX_IDENTS * sizeof(struct shmq_ident_seq)];
 };
 _Static_assert(sizeof(struct shmq_part_header) == SHMQ_PAGE, "partition header");
 _Static_assert(offsetof(struct shmq_part_header, tail) == 64, "tail line");
@@ -331,7 +384,8 @@ _Static_assert(offsetof(struct shmq_part_header, cursor) == 256, "cursors");
 #define SHMQ_GROUPS_OFF	   ((uint64_t)SHMQ_PAGE)
 #define SHMQ_PRODUCERS_OFF (SHMQ_GROUPS_OFF + SHMQ_MAX_GROUPS * sizeof(struct shmq_group_slot))
 #define SHMQ_MEMBERS_OFF   (SHMQ_PRODUCERS_OFF + SHMQ_MAX_PRODUCERS * sizeof(struct shmq_producer_slot))
-#define SHMQ_PARTS_OFF	   (SHMQ_MEMBERS_OFF + SHMQ_MAX_MEMBERS * sizeof(struct shmq_member_slot))
+#define SHMQ_IDENTS_OFF	   (SHMQ_MEMBERS_OFF + SHMQ_MAX_MEMBERS * sizeof(struct shmq_member_slot))
+#define SHMQ_PARTS_OFF	   (SHMQ_IDENTS_OFF + SHMQ_MAX_IDENTS * sizeof(struct shmq_ident_slot))
 _Static_assert(SHMQ_PARTS_OFF % SHMQ_PAGE == 0, "partition table page aligned");
 
 /* Offset of the rings for a topic of p partitions. */

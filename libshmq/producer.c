@@ -8,6 +8,12 @@
  *
  * A handle is used by one thread at a time; any number of handles, in any
  * number of processes, may publish into the same partition at once.
+ *
+ * A handle opened with an identity (idempotent.c) publishes only with
+ * shmq_producer_send_seq(): its frames carry the producer extension, and
+ * each send records its attempt in the identity's record around the
+ * commit.  Handles without one take none of those branches' costs but a
+ * test of a flag.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -28,6 +34,10 @@ struct shmq_producer {
 	uint64_t *written;   /* per partition: end of our last commit, 0 = none */
 	bool claimed;
 	struct shmq_ring_claim claim;
+	/* With an identity (idempotent.c), else ident_id == 0: */
+	uint64_t ident_id;   /* producer id carried by its frames */
+	uint32_t ident;	     /* its slot */
+	uint64_t *last_seq;  /* per partition: highest sequence stored */
 };
 
 /* Take a free slot: CAS the pid in, then say who we are. */
@@ -45,6 +55,7 @@ static int take_slot(struct shmq_map *m, uint32_t *index)
 			continue;
 		ck_pr_store_64(&s->owner.start_ticks, self.start_ticks);
 		ck_pr_store_64(&s->claim_pos, SHMQ_POS_NONE);
+		ck_pr_store_32(&s->ident, 0);
 		*index = i;
 		return 0;
 	}
@@ -77,15 +88,36 @@ int shmq_producer_open(shmq_client_t *client, const char *topic,
 		rc = -ENOMEM;
 		goto fail;
 	}
+	if (OPT_HAS(opts, idempotent_id) && opts->idempotent_id) {
+		uint32_t i;
+
+		p->last_seq = calloc(p->map->geo.partitions, sizeof(*p->last_seq));
+		if (!p->last_seq) {
+			rc = -ENOMEM;
+			goto fail;
+		}
+		rc = shmq__ident_open(p->map, opts->idempotent_id, &p->ident,
+				      &p->ident_id);
+		if (rc)
+			goto fail;
+		for (i = 0; i < p->map->geo.partitions; i++)
+			p->last_seq[i] = shmq__ident_last(p->map, i, p->ident);
+	}
 	rc = take_slot(p->map, &p->slot_index);
 	if (rc)
 		goto fail;
 	p->slot = shmq__producer_slot(p->map, p->slot_index);
+	/* For the reaper, before any claim: whose attempts our claims are. */
+	if (p->ident_id)
+		ck_pr_store_32(&p->slot->ident, p->ident + 1);
 	*out = p;
 	return 0;
 fail:
+	if (p->ident_id)
+		shmq__ident_close(p->map, p->ident);
 	free(p->limit);
 	free(p->written);
+	free(p->last_seq);
 	shmq__topic_put(client, p->map);
 	free(p);
 	return rc;
@@ -104,8 +136,11 @@ void shmq_producer_close(shmq_producer_t *p)
 	ck_pr_store_64(&s->owner.start_ticks, 0);
 	ck_pr_fence_store();
 	ck_pr_store_32(&s->owner.pid, 0);
+	if (p->ident_id)
+		shmq__ident_close(p->map, p->ident);
 	free(p->limit);
 	free(p->written);
+	free(p->last_seq);
 	shmq__topic_put(p->client, p->map);
 	free(p);
 }
@@ -134,29 +169,36 @@ static int choose_partition(struct shmq_producer *p, int partition,
 	return (int)(p->rr++ % n);
 }
 
-/* Claim room for a frame and fill its header and key. */
-static int claim_frame(struct shmq_producer *p, int partition, const void *key,
-		       size_t key_len, size_t value_len, int timeout_ms,
-		       struct shmq_frame **frame)
+/*
+ * Claim room for a frame and fill its header, extension (seq != 0: a
+ * producer with an identity) and key.  *value is where the value goes.
+ */
+static int claim_frame(struct shmq_producer *p, int partition, uint64_t seq,
+		       const void *key, size_t key_len, size_t value_len,
+		       int timeout_ms, uint8_t **value)
 {
 	struct shmq_map *m = p->map;
+	uint32_t ext = seq ? SHMQ_FRAME_EXT : 0;
 	struct shmq_frame *f;
 	int part, rc;
 
 	if (p->claimed)
 		return -EBUSY;
+	/* The extension counts against max_message: frames stay in bounds. */
 	if (key_len > SHMQ_KEY_MAX || value_len > m->geo.max_message ||
-	    key_len + value_len > m->geo.max_message)
+	    key_len + value_len + ext > m->geo.max_message)
 		return SHMQ_ETOOBIG;
 	if ((key_len && !key))
 		return -EINVAL;
 	part = choose_partition(p, partition, key, key_len);
 	if (part < 0)
 		return part;
+	if (seq && seq <= p->last_seq[part])
+		return SHMQ_EDUPLICATE;
 	if (ck_pr_load_32(&m->hdr->deleted))
 		return SHMQ_EDELETED;
 	rc = shmq__ring_claim(m, p->slot, (uint32_t)part,
-			      shmq__frame_bytes(key_len, value_len), timeout_ms,
+			      shmq__frame_bytes(ext + key_len, value_len), timeout_ms,
 			      p->flags & SHMQ_PRODUCER_BUSY_WAIT,
 			      &p->limit[part], &p->claim);
 	if (rc)
@@ -165,13 +207,19 @@ static int claim_frame(struct shmq_producer *p, int partition, const void *key,
 				  (p->claim.frame_pos & m->mask));
 	f->key_len = (uint16_t)key_len;
 	f->flags = 0;
+	if (ext) {
+		struct shmq_frame_ext e = { p->ident_id, seq };
+
+		f->flags = SHMQ_FRAME_PRODUCER;
+		memcpy((uint8_t *)f + SHMQ_FRAME_HEADER, &e, sizeof(e));
+	}
 	f->value_len = (uint32_t)value_len;
 	f->crc = 0;
 	f->timestamp_ns = shmq__now_ns();
 	if (key_len)
-		memcpy((uint8_t *)f + SHMQ_FRAME_HEADER, key, key_len);
+		memcpy((uint8_t *)f + SHMQ_FRAME_HEADER + ext, key, key_len);
 	p->claimed = true;
-	*frame = f;
+	*value = (uint8_t *)f + SHMQ_FRAME_HEADER + ext + key_len;
 	return part;
 }
 
@@ -179,16 +227,16 @@ int shmq_send(shmq_producer_t *p, int partition, const void *key,
 	      size_t key_len, const void *value, size_t value_len,
 	      int timeout_ms, uint64_t *offset)
 {
-	struct shmq_frame *f;
+	uint8_t *dst;
 	int part, rc;
 
-	if (!p || (value_len && !value))
+	if (!p || (value_len && !value) || p->ident_id)
 		return -EINVAL;
-	part = claim_frame(p, partition, key, key_len, value_len, timeout_ms, &f);
+	part = claim_frame(p, partition, 0, key, key_len, value_len, timeout_ms, &dst);
 	if (part < 0)
 		return part;
 	if (value_len)
-		memcpy((uint8_t *)f + SHMQ_FRAME_HEADER + key_len, value, value_len);
+		memcpy(dst, value, value_len);
 	p->claimed = false;
 	rc = commit(p);
 	if (rc)
@@ -202,15 +250,15 @@ int shmq_producer_claim(shmq_producer_t *p, int partition, const void *key,
 			size_t key_len, size_t value_len, int timeout_ms,
 			struct shmq_claim *claim)
 {
-	struct shmq_frame *f;
+	uint8_t *dst;
 	int part;
 
-	if (!p || !claim)
+	if (!p || !claim || p->ident_id)
 		return -EINVAL;
-	part = claim_frame(p, partition, key, key_len, value_len, timeout_ms, &f);
+	part = claim_frame(p, partition, 0, key, key_len, value_len, timeout_ms, &dst);
 	if (part < 0)
 		return part;
-	claim->value = (uint8_t *)f + SHMQ_FRAME_HEADER + key_len;
+	claim->value = dst;
 	claim->value_len = value_len;
 	claim->partition = (uint32_t)part;
 	claim->offset = p->claim.frame_pos;
@@ -293,4 +341,53 @@ int shmq_producer_abort(shmq_producer_t *p)
 	p->claimed = false;
 	shmq__ring_commit(p->map, p->slot, &p->claim, true);
 	return 0;
+}
+
+int shmq_producer_send_seq(shmq_producer_t *p, int partition, uint64_t seq,
+			   const void *key, size_t key_len, const void *value,
+			   size_t value_len, int timeout_ms, uint64_t *offset)
+{
+	uint8_t *dst;
+	uint32_t part;
+	int rc;
+
+	if (!p || !p->ident_id || (value_len && !value) || seq == 0 ||
+	    seq > SHMQ_SEQ_MAX || (partition == SHMQ_PARTITION_ANY && !key_len))
+		return -EINVAL;
+	rc = claim_frame(p, partition, seq, key, key_len, value_len, timeout_ms, &dst);
+	if (rc < 0)
+		return rc;
+	part = (uint32_t)rc;
+	if (value_len)
+		memcpy(dst, value, value_len);
+	p->claimed = false;
+	/* The attempt is recorded before the commit can publish it. */
+	shmq__ident_try(p->map, part, p->ident, seq, p->claim.frame_pos);
+	if (__builtin_expect(shmq__ident_crash_point != 0, 0))
+		shmq__ident_crash(SHMQ_CRASH_TRIED);
+	rc = commit(p);
+	if (rc) {
+		shmq__ident_not_stored(p->map, part, p->ident, seq);
+		return rc;
+	}
+	if (__builtin_expect(shmq__ident_crash_point != 0, 0))
+		shmq__ident_crash(SHMQ_CRASH_COMMITTED);
+	shmq__ident_stored(p->map, part, p->ident, seq, p->claim.frame_pos);
+	p->last_seq[part] = seq;
+	if (offset)
+		*offset = p->claim.frame_pos;
+	return (int)part;
+}
+
+int shmq_producer_last_seq(shmq_producer_t *p, uint32_t partition, uint64_t *seq)
+{
+	if (!p || !p->ident_id || !seq || partition >= p->map->geo.partitions)
+		return -EINVAL;
+	*seq = p->last_seq[partition];
+	return 0;
+}
+
+uint64_t shmq_producer_id(const shmq_producer_t *p)
+{
+	return p ? p->ident_id : 0;
 }

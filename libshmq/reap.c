@@ -18,6 +18,10 @@
  *   consumer killed while idle gives its slot back, and so is each
  *   partition's tail lock, taken back from a dead holder.
  *
+ * A producer with an identity (idempotent.c) has its attempt marked as
+ * not stored when its claim is padded: before padding for a dead one,
+ * after a revocation succeeded for a live one.
+ *
  * A claim seen only once costs no system call: busy producers hold a claim
  * for well under a microsecond, so the reaper reads /proc only for claims
  * that outlive a pass (a few ms) and, rarely, for idle slots.
@@ -245,6 +249,8 @@ static bool revoke(struct shmq_map *m, struct shmq_producer_slot *s,
 			return false;
 		}
 	}
+	/* Padded: an idempotent producer's attempt is not stored. */
+	shmq__ident_claim_padded(m, s, part, pos, len);
 	return true;
 }
 
@@ -302,6 +308,13 @@ void shmq__reap_topic(struct shmq_map *m, struct shmq_reap_state *st,
 			if (cs == CLAIM_UNSURE)
 				continue; /* keep the slot: it is our only record */
 			if (cs == CLAIM_ABANDONED) {
+				/*
+				 * Its identity's attempt is marked first: a
+				 * successor that finds the frame gone from the
+				 * ring takes an unmarked attempt for committed
+				 * (idempotent.c).  Dead, it cannot commit.
+				 */
+				shmq__ident_claim_padded(m, s, part, claim, len);
 				shmq__ring_pad(m, part, claim, len);
 				stats->padded_dead++;
 			}

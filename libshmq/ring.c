@@ -158,8 +158,8 @@ int shmq__frame_decode(const uint8_t *ring, uint64_t ring_bytes, uint64_t pos,
 {
 	const struct shmq_frame *f;
 	uint64_t off, seal;
-	uint32_t size, value_len;
-	uint16_t key_len;
+	uint32_t size, value_len, ext;
+	uint16_t key_len, flags;
 
 	if (pos & (SHMQ_FRAME_ALIGN - 1))
 		return SHMQ_FRAME_BAD;
@@ -185,20 +185,34 @@ int shmq__frame_decode(const uint8_t *ring, uint64_t ring_bytes, uint64_t pos,
 		v->value_len = 0;
 		v->key = v->value = NULL;
 		v->timestamp_ns = 0;
+		v->producer_id = v->seq = 0;
 		return SHMQ_FRAME_OK;
 	}
 	key_len = ck_pr_load_16(&f->key_len);
 	value_len = ck_pr_load_32(&f->value_len);
+	flags = ck_pr_load_16(&f->flags);
+	ext = shmq__frame_ext_bytes(flags);
 	/* In 64 bits first: a huge value_len must not wrap into a fit. */
-	if (size > max_frame ||
-	    (uint64_t)key_len + value_len > size - SHMQ_FRAME_HEADER ||
-	    shmq__frame_bytes(key_len, value_len) != size)
+	if (size > max_frame || (flags & ~SHMQ_FRAME_PRODUCER) ||
+	    (uint64_t)ext + key_len + value_len > size - SHMQ_FRAME_HEADER ||
+	    shmq__frame_bytes(ext + key_len, value_len) != size)
 		return SHMQ_FRAME_BAD;
+	v->producer_id = 0;
+	v->seq = 0;
+	if (ext) {
+		struct shmq_frame_ext e;
+
+		memcpy(&e, ring + off + SHMQ_FRAME_HEADER, sizeof(e));
+		if (!e.producer_id || !e.seq)
+			return SHMQ_FRAME_BAD;
+		v->producer_id = e.producer_id;
+		v->seq = e.seq;
+	}
 	v->pad = false;
 	v->key_len = key_len;
 	v->value_len = value_len;
 	v->timestamp_ns = ck_pr_load_64(&f->timestamp_ns);
-	v->key = ring + off + SHMQ_FRAME_HEADER;
+	v->key = ring + off + SHMQ_FRAME_HEADER + ext;
 	v->value = v->key + key_len;
 	return SHMQ_FRAME_OK;
 }
@@ -1170,4 +1184,26 @@ int shmq__ring_find_time(struct shmq_map *m, uint32_t part, uint64_t from,
 uint64_t shmq__ring_tail(struct shmq_map *m, uint32_t part)
 {
 	return ck_pr_load_64(&shmq__part(m, part)->tail);
+}
+
+int shmq__ring_frame_at(struct shmq_map *m, uint32_t part, uint64_t pos,
+			struct shmq_frame_view *v)
+{
+	struct shmq_part_header *ph = shmq__part(m, part);
+	uint64_t head, tail;
+	int rc;
+
+	if (tail_lock(ph, SEEK_LOCK_WAIT_NS))
+		return shmq__fail(-EAGAIN, "partition %u: its tail lock stayed taken", part);
+	tail = ck_pr_load_64(&ph->tail);
+	head = ck_pr_load_64(&ph->head);
+	if (pos_before(pos, tail))
+		rc = SHMQ_FRAME_GONE;
+	else if (!pos_before(pos, head))
+		rc = SHMQ_FRAME_PENDING;
+	else
+		rc = shmq__frame_decode(shmq__ring(m, part), m->geo.ring_bytes,
+					pos, shmq__max_frame(m), v);
+	tail_unlock(ph);
+	return rc;
 }

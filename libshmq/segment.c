@@ -161,7 +161,15 @@ uint64_t shmq__layout_signature(void)
 	SIG(SHMQ_GROUPS_OFF);
 	SIG(SHMQ_PRODUCERS_OFF);
 	SIG(SHMQ_MEMBERS_OFF);
+	SIG(SHMQ_IDENTS_OFF);
 	SIG(SHMQ_PARTS_OFF);
+	SIG(SHMQ_MAX_IDENTS);
+	SIG(SHMQ_FRAME_GAP);
+	SIG(SHMQ_FRAME_PRODUCER);
+	SIG(SHMQ_FRAME_EXT);
+	SIG(SHMQ_TRY_DONE);
+	SIG(SHMQ_IDENT_FREE);
+	SIG(SHMQ_IDENT_ACTIVE);
 	/* The mutex is shared between processes: its ABI is part of ours. */
 	SIG(sizeof(pthread_mutex_t));
 
@@ -227,6 +235,24 @@ uint64_t shmq__layout_signature(void)
 	SIG_FIELD(shmq_producer_slot, claim_len);
 	SIG_FIELD(shmq_producer_slot, claim_part);
 	SIG_FIELD(shmq_producer_slot, revoked_pos);
+	SIG_FIELD(shmq_producer_slot, ident);
+
+	SIG(sizeof(struct shmq_frame_ext));
+	SIG_FIELD(shmq_frame_ext, producer_id);
+	SIG_FIELD(shmq_frame_ext, seq);
+
+	SIG(sizeof(struct shmq_ident_slot));
+	SIG_FIELD(shmq_ident_slot, state);
+	SIG_FIELD(shmq_ident_slot, owner);
+	SIG_FIELD(shmq_ident_slot, producer_id);
+	SIG_FIELD(shmq_ident_slot, created_ns);
+	SIG_FIELD(shmq_ident_slot, name);
+
+	SIG(sizeof(struct shmq_ident_seq));
+	SIG_FIELD(shmq_ident_seq, last_seq);
+	SIG_FIELD(shmq_ident_seq, last_pos);
+	SIG_FIELD(shmq_ident_seq, try_seq);
+	SIG_FIELD(shmq_ident_seq, try_pos);
 
 	SIG(sizeof(struct shmq_member_slot));
 	SIG_FIELD(shmq_member_slot, owner);
@@ -261,6 +287,7 @@ uint64_t shmq__layout_signature(void)
 	SIG_FIELD(shmq_part_header, spill_error);
 	SIG_FIELD(shmq_part_header, cursor);
 	SIG_FIELD(shmq_part_header, hold);
+	SIG_FIELD(shmq_part_header, ident);
 
 	return h;
 }

@@ -207,6 +207,12 @@ static inline uint32_t shmq__frame_bytes(size_t key_len, size_t value_len)
 	return (uint32_t)((n + SHMQ_FRAME_ALIGN - 1) & ~(uint64_t)(SHMQ_FRAME_ALIGN - 1));
 }
 
+/* Bytes of extension before the key of a message frame with these flags. */
+static inline uint32_t shmq__frame_ext_bytes(uint32_t flags)
+{
+	return flags & SHMQ_FRAME_PRODUCER ? SHMQ_FRAME_EXT : 0;
+}
+
 /* A frame header copied out of the ring and checked. */
 struct shmq_frame_view {
 	uint64_t pos;
@@ -216,6 +222,9 @@ struct shmq_frame_view {
 	uint16_t key_len;
 	uint32_t value_len;
 	uint64_t timestamp_ns;
+	/* SHMQ_FRAME_PRODUCER: both non-zero, the extension before the key. */
+	uint64_t producer_id;
+	uint64_t seq;
 	const uint8_t *key;   /* into the ring */
 	const uint8_t *value; /* into the ring */
 };
@@ -344,6 +353,18 @@ int shmq__ring_seek_disk(struct shmq_map *m, uint32_t part, uint32_t g,
 int shmq__ring_find_time(struct shmq_map *m, uint32_t part, uint64_t from,
 			 uint64_t ts, uint64_t *pos);
 
+/*
+ * Under the tail lock, decode the frame at pos (its view's key and value
+ * are valid only until the lock is let go: use the header fields).
+ * Returns what shmq__frame_decode does (SHMQ_FRAME_PENDING also at or past
+ * head), SHMQ_FRAME_GONE when pos is below the tail (the ring no longer
+ * has it: the frame was sealed, committed or padded, before the tail
+ * passed it), or -EAGAIN (the lock stayed taken).
+ */
+#define SHMQ_FRAME_GONE 2
+int shmq__ring_frame_at(struct shmq_map *m, uint32_t part, uint64_t pos,
+			struct shmq_frame_view *v);
+
 /* The partition's tail (oldest offset still in the ring). */
 uint64_t shmq__ring_tail(struct shmq_map *m, uint32_t part);
 
@@ -353,6 +374,56 @@ uint64_t shmq__ring_tail(struct shmq_map *m, uint32_t part);
  * Returns 0 or SHMQ_ECORRUPT with a detail.  Tests and shmqd call it.
  */
 int shmq__ring_check(struct shmq_map *m, uint32_t part);
+
+/* ------------------------------------------------------------------------
+ * idempotent.c: producer identities and their sequences
+ */
+
+static inline struct shmq_ident_slot *shmq__ident_slot(const struct shmq_map *m,
+						       uint32_t i)
+{
+	return (struct shmq_ident_slot *)(m->base + SHMQ_IDENTS_OFF) + i;
+}
+
+/*
+ * Take identity `name` of the topic for this process (registering it on
+ * first use), and settle what a dead previous holder left in every
+ * partition.  Returns 0 with its slot index and producer id, or -EINVAL,
+ * -EBUSY (a live holder), -EMFILE, -EEXIST (another name has the same
+ * producer id), -EAGAIN (a lock stayed taken); detail set.
+ */
+int shmq__ident_open(struct shmq_map *m, const char *name, uint32_t *index,
+		     uint64_t *id);
+/* Let the identity go (it stays registered). */
+void shmq__ident_close(struct shmq_map *m, uint32_t index);
+/* The highest sequence stored in part (0 = none). */
+uint64_t shmq__ident_last(struct shmq_map *m, uint32_t part, uint32_t index);
+/* Send protocol steps 3 and 5 (see idempotent.c). */
+void shmq__ident_try(struct shmq_map *m, uint32_t part, uint32_t index,
+		     uint64_t seq, uint64_t pos);
+void shmq__ident_stored(struct shmq_map *m, uint32_t part, uint32_t index,
+			uint64_t seq, uint64_t pos);
+void shmq__ident_not_stored(struct shmq_map *m, uint32_t part, uint32_t index,
+			    uint64_t seq);
+
+/*
+ * Tests: die by SIGKILL at a point of the send protocol, when the point
+ * is reached for the (countdown + 1)th time.  0 = disarmed (the send path
+ * of an identity looks at one global).
+ */
+enum { SHMQ_CRASH_NONE = 0, SHMQ_CRASH_TRIED = 1, SHMQ_CRASH_COMMITTED = 2 };
+extern int shmq__ident_crash_point;
+extern uint32_t shmq__ident_crash_countdown;
+void shmq__ident_crash(int point);
+
+/*
+ * shmqd is about to pad (dead producer) or has padded (revoked claim) the
+ * claim [pos, pos + len) of partition part made by the producer in slot s:
+ * if that producer has an identity whose attempt is this claim's frame,
+ * mark the attempt as not stored.
+ */
+void shmq__ident_claim_padded(struct shmq_map *m, struct shmq_producer_slot *s,
+			      uint32_t part, uint64_t pos, uint32_t len);
 
 /* ------------------------------------------------------------------------
  * client.c: the client handle and topic lookup

@@ -67,7 +67,8 @@ void shmq__spill_seg_header_init(struct shmq_spill_seg_header *h, uint64_t topic
 int shmq__spill_seg_header_check(const struct shmq_spill_seg_header *h, uint64_t first,
 			    uint64_t topic_id, uint32_t part)
 {
-	if (h->magic == SHMQ_SPILL_SEG_MAGIC && h->version != SHMQ_SPILL_FORMAT &&
+	if (h->magic == SHMQ_SPILL_SEG_MAGIC &&
+	    (h->version < SHMQ_SPILL_FORMAT_MIN || h->version > SHMQ_SPILL_FORMAT) &&
 	    h->crc == shmq__spill_header_crc(h))
 		return SHMQ_EVERSION;
 	if (h->magic != SHMQ_SPILL_SEG_MAGIC || h->crc != shmq__spill_header_crc(h) ||
@@ -113,8 +114,9 @@ int shmq__spill_frame_parse(const uint8_t *buf, size_t avail, uint64_t offset,
 		       uint32_t *file_len, size_t *need)
 {
 	struct shmq_frame h;
+	struct shmq_frame_ext e;
 	uint64_t flags;
-	uint32_t flen, crc, saved;
+	uint32_t flen, crc, saved, ext;
 	bool pad;
 
 	*need = SHMQ_FRAME_HEADER;
@@ -129,13 +131,17 @@ int shmq__spill_frame_parse(const uint8_t *buf, size_t avail, uint64_t offset,
 	    offset > UINT64_MAX - h.size)
 		return SHMQ_FRAME_BAD;
 	pad = flags & SHMQ_SEAL_PAD;
+	ext = 0;
 	if (pad) {
+		if (h.flags & ~SHMQ_FRAME_GAP)
+			return SHMQ_FRAME_BAD;
 		flen = SHMQ_FRAME_HEADER;
 	} else {
+		ext = shmq__frame_ext_bytes(h.flags);
 		/* In 64 bits: a huge value_len must not wrap into a fit. */
-		if (h.size > max_frame ||
-		    (uint64_t)h.key_len + h.value_len > h.size - SHMQ_FRAME_HEADER ||
-		    shmq__frame_bytes(h.key_len, h.value_len) != h.size)
+		if (h.size > max_frame || (h.flags & ~SHMQ_FRAME_PRODUCER) ||
+		    (uint64_t)ext + h.key_len + h.value_len > h.size - SHMQ_FRAME_HEADER ||
+		    shmq__frame_bytes(ext + h.key_len, h.value_len) != h.size)
 			return SHMQ_FRAME_BAD;
 		flen = h.size;
 	}
@@ -145,15 +151,24 @@ int shmq__spill_frame_parse(const uint8_t *buf, size_t avail, uint64_t offset,
 	saved = h.crc;
 	h.crc = 0;
 	crc = shmq__crc32c(0, &h, sizeof(h));
+	/* The extension, key and value: back to back after the header. */
 	if (!pad)
 		crc = shmq__crc32c(crc, buf + SHMQ_FRAME_HEADER,
-				   (size_t)h.key_len + h.value_len);
+				   (size_t)ext + h.key_len + h.value_len);
 	if (crc != saved)
 		return SHMQ_FRAME_BAD;
+	memset(&e, 0, sizeof(e));
+	if (ext) {
+		memcpy(&e, buf + SHMQ_FRAME_HEADER, sizeof(e));
+		if (!e.producer_id || !e.seq)
+			return SHMQ_FRAME_BAD;
+	}
 	v->pos = offset;
 	v->size = h.size;
 	v->pad = pad;
 	v->gap = pad && (h.flags & SHMQ_FRAME_GAP);
+	v->producer_id = e.producer_id;
+	v->seq = e.seq;
 	if (pad) {
 		v->key_len = 0;
 		v->value_len = 0;
@@ -163,7 +178,7 @@ int shmq__spill_frame_parse(const uint8_t *buf, size_t avail, uint64_t offset,
 		v->key_len = h.key_len;
 		v->value_len = h.value_len;
 		v->timestamp_ns = h.timestamp_ns;
-		v->key = buf + SHMQ_FRAME_HEADER;
+		v->key = buf + SHMQ_FRAME_HEADER + ext;
 		v->value = v->key + h.key_len;
 	}
 	*file_len = flen;
@@ -438,7 +453,8 @@ int shmq__spill_idx_load(int dfd, uint64_t first, uint64_t created, uint64_t top
 	if (got < SHMQ_SPILL_HEADER)
 		goto out;
 	memcpy(&h, buf, sizeof(h));
-	if (h.magic != SHMQ_SPILL_IDX_MAGIC || h.version != SHMQ_SPILL_FORMAT ||
+	if (h.magic != SHMQ_SPILL_IDX_MAGIC || h.version < SHMQ_SPILL_FORMAT_MIN ||
+	    h.version > SHMQ_SPILL_FORMAT ||
 	    h.header_bytes != SHMQ_SPILL_HEADER || h.crc != shmq__spill_header_crc(&h) ||
 	    h.first_offset != first || h.partition != part ||
 	    (created && h.seg_created_ns != created) ||

@@ -21,8 +21,9 @@
  * retention can never fault them (SIGBUS) - at worst they read fewer bytes.
  *
  * Frames are stored exactly as in the ring (layout.h): the 32-byte header
- * with its seal (the frame's own offset | COMMITTED [| PAD]), then key and
- * value, zero-filled to 32 bytes.  Only two things differ from the ring:
+ * with its seal (the frame's own offset | COMMITTED [| PAD]), then the
+ * producer extension (flag SHMQ_FRAME_PRODUCER only), key and value,
+ * zero-filled to 32 bytes.  Only two things differ from the ring:
  * the crc field is filled in, and a padding frame is stored as its header
  * alone, its size still the logical size it covers.  So the logical offsets
  * are the ring's, and a file position is found from an offset by walking
@@ -44,12 +45,13 @@
  *   +-------+------+---------+-------+-----------+-----+--------------+
  *   | seal  | size | key_len | flags | value_len | crc | timestamp_ns | 32 B
  *   +-------+------+---------+-------+-----------+-----+--------------+
- *   | key | value | zeros to a multiple of 32    (not for padding)    |
+ *   | [producer id, seq: 16 B if flags has 2] | key | value | zeros    |
  *   +------------------------------------------------------------------+
- *   frame crc = CRC-32C(header with crc = 0, then key, then value)
+ *   frame crc = CRC-32C(header with crc = 0, then extension, key, value)
  *   seal = offset | 1 (COMMITTED) [| 2 (PAD)]
  *   a message takes `size` bytes of file; a pad takes 32 and covers
- *   `size` bytes of log (key_len, value_len, flags, timestamp are 0)
+ *   `size` bytes of log (key_len, value_len, timestamp are 0; flags 0 or
+ *   1 = GAP).  Format version 2; version 1 files have no extension.
  *
  * Index file (a hint; never trusted beyond what is re-validated):
  *
@@ -144,6 +146,7 @@ struct shmq_spill_log {
 	uint32_t nsegs, capsegs;
 
 	int fd;		    /* active segment, -1 when a new one is due */
+	uint32_t version;   /* its format version (1: no producer extension) */
 	int ifd;	    /* its index, -1 when lost (hints only) */
 	uint64_t created_ns;
 	uint64_t file_bytes;	 /* segment bytes in the file */
@@ -362,6 +365,7 @@ static int create_segment(struct shmq_spill_log *log, uint64_t first)
 		return r;
 	}
 	log->fd = fd;
+	log->version = SHMQ_SPILL_FORMAT;
 	log->file_bytes = SHMQ_SPILL_HEADER;
 	log->last_ipos = SHMQ_SPILL_HEADER;
 	log->seg_max_ts = 0;
@@ -386,6 +390,29 @@ int shmq__spill_roll(struct shmq_spill_log *log)
 	return create_segment(log, log->end);
 }
 
+/*
+ * Before the first frame with a producer extension goes to a version 1
+ * segment (left by an older shmqd): roll to a new segment, or, when the
+ * old one holds no frame, rewrite its header in the current version.
+ * Older readers then refuse the file (SHMQ_EVERSION) instead of failing
+ * the frame's CRC.
+ */
+static int leave_old_format(struct shmq_spill_log *log)
+{
+	struct shmq_spill_seg_header h;
+	int r;
+
+	if (log->file_bytes + log->blen > SHMQ_SPILL_HEADER)
+		return shmq__spill_roll(log);
+	shmq__spill_seg_header_init(&h, log->o.topic_id, log->part,
+				    last_seg(log)->first, log->created_ns);
+	r = shmq__spill_pwrite_all(log->fd, &h, sizeof(h), 0);
+	if (r < 0)
+		return wfail(log, r, "rewrite the header");
+	log->version = SHMQ_SPILL_FORMAT;
+	return 0;
+}
+
 /* Is a roll due before appending flen more file bytes? */
 static bool roll_due(struct shmq_spill_log *log, uint64_t flen)
 {
@@ -402,7 +429,8 @@ static bool roll_due(struct shmq_spill_log *log, uint64_t flen)
 static int append_frame(struct shmq_spill_log *log, const struct shmq_frame_view *v)
 {
 	struct shmq_frame h;
-	uint32_t flen, crc;
+	struct shmq_frame_ext x = { v->producer_id, v->seq };
+	uint32_t flen, crc, ext;
 	uint64_t fpos;
 	int r;
 
@@ -411,13 +439,20 @@ static int append_frame(struct shmq_spill_log *log, const struct shmq_frame_view
 	if (v->pos != log->end)
 		return shmq__fail(-EINVAL, "%s: append at %" PRIu64 ", the log ends at %" PRIu64,
 				  log->path, v->pos, log->end);
+	/* A message from an identity carries both its id and sequence. */
+	ext = !v->pad && v->producer_id ? SHMQ_FRAME_EXT : 0;
 	if (v->size < SHMQ_FRAME_HEADER || (v->size & (SHMQ_FRAME_ALIGN - 1)) ||
 	    v->pos > UINT64_MAX - v->size ||
-	    (!v->pad && (v->size > log->o.max_frame ||
-			 shmq__frame_bytes(v->key_len, v->value_len) != v->size)))
+	    (!v->pad && (v->size > log->o.max_frame || (ext && !v->seq) ||
+			 shmq__frame_bytes(ext + v->key_len, v->value_len) != v->size)))
 		return shmq__fail(-EINVAL, "%s: frame at %" PRIu64 " has inconsistent sizes",
 				  log->path, v->pos);
 	flen = v->pad ? SHMQ_FRAME_HEADER : v->size;
+	if (ext && log->fd >= 0 && log->version < SHMQ_SPILL_FORMAT) {
+		r = leave_old_format(log);
+		if (r < 0)
+			return r;
+	}
 	if (log->fd < 0 || roll_due(log, flen)) {
 		r = log->fd < 0 ? create_segment(log, log->end) : shmq__spill_roll(log);
 		if (r < 0)
@@ -433,6 +468,8 @@ static int append_frame(struct shmq_spill_log *log, const struct shmq_frame_view
 	h.seal = v->pos | SHMQ_SEAL_COMMITTED | (v->pad ? SHMQ_SEAL_PAD : 0);
 	h.size = v->size;
 	h.flags = v->pad && v->gap ? SHMQ_FRAME_GAP : 0;
+	if (ext)
+		h.flags = SHMQ_FRAME_PRODUCER;
 	if (!v->pad) {
 		h.key_len = v->key_len;
 		h.value_len = v->value_len;
@@ -441,8 +478,8 @@ static int append_frame(struct shmq_spill_log *log, const struct shmq_frame_view
 	fpos = log->file_bytes + log->blen;
 
 	if (flen <= log->bcap) {
-		uint8_t *p = log->buf + log->blen;
-		size_t kv = v->pad ? 0 : (size_t)v->key_len + v->value_len;
+		uint8_t *p = log->buf + log->blen, *q = p + sizeof(h) + ext;
+		size_t kv = v->pad ? 0 : (size_t)ext + v->key_len + v->value_len;
 
 		/*
 		 * Copy first, checksum the copy: what the file holds then
@@ -450,10 +487,12 @@ static int append_frame(struct shmq_spill_log *log, const struct shmq_frame_view
 		 */
 		memcpy(p, &h, sizeof(h));
 		if (!v->pad) {
+			if (ext)
+				memcpy(p + sizeof(h), &x, sizeof(x));
 			if (v->key_len)
-				memcpy(p + sizeof(h), v->key, v->key_len);
+				memcpy(q, v->key, v->key_len);
 			if (v->value_len)
-				memcpy(p + sizeof(h) + v->key_len, v->value, v->value_len);
+				memcpy(q + v->key_len, v->value, v->value_len);
 			memset(p + sizeof(h) + kv, 0, flen - sizeof(h) - kv);
 		}
 		crc = shmq__crc32c(0, p, sizeof(h) + kv);
@@ -463,15 +502,20 @@ static int append_frame(struct shmq_spill_log *log, const struct shmq_frame_view
 		/* Larger than the buffer (which is empty now): straight from
 		 * the ring, checksummed there. */
 		static const uint8_t zeros[SHMQ_FRAME_ALIGN];
-		uint32_t kv = v->key_len + v->value_len;
+		uint32_t kv = ext + v->key_len + v->value_len;
 		uint64_t at = fpos;
 
 		crc = shmq__crc32c(0, &h, sizeof(h));
+		crc = shmq__crc32c(crc, &x, ext);
 		crc = shmq__crc32c(crc, v->key, v->key_len);
 		crc = shmq__crc32c(crc, v->value, v->value_len);
 		h.crc = crc;
 		r = shmq__spill_pwrite_all(log->fd, &h, sizeof(h), at);
 		at += sizeof(h);
+		if (!r && ext) {
+			r = shmq__spill_pwrite_all(log->fd, &x, ext, at);
+			at += ext;
+		}
 		if (!r && v->key_len) {
 			r = shmq__spill_pwrite_all(log->fd, v->key, v->key_len, at);
 			at += v->key_len;
@@ -539,13 +583,23 @@ int shmq__spill_append_raw(struct shmq_spill_log *log, uint64_t pos,
 	v.size = h.size;
 	v.pad = flags & SHMQ_SEAL_PAD;
 	if (!v.pad) {
-		if ((uint64_t)h.key_len + h.value_len > avail - sizeof(h))
-			return shmq__fail(-EINVAL, "%s: frame at %" PRIu64 " is truncated",
+		uint32_t ext = shmq__frame_ext_bytes(h.flags);
+
+		if ((uint64_t)ext + h.key_len + h.value_len > avail - sizeof(h) ||
+		    (h.flags & ~SHMQ_FRAME_PRODUCER))
+			return shmq__fail(-EINVAL, "%s: frame at %" PRIu64 " is truncated or has unknown flags",
 					  log->path, pos);
+		if (ext) {
+			struct shmq_frame_ext e;
+
+			memcpy(&e, (const uint8_t *)frame + sizeof(h), sizeof(e));
+			v.producer_id = e.producer_id;
+			v.seq = e.seq;
+		}
 		v.key_len = h.key_len;
 		v.value_len = h.value_len;
 		v.timestamp_ns = h.timestamp_ns;
-		v.key = (const uint8_t *)frame + sizeof(h);
+		v.key = (const uint8_t *)frame + sizeof(h) + ext;
 		v.value = v.key + h.key_len;
 	}
 	return append_frame(log, &v);
@@ -971,6 +1025,8 @@ static int recover_segment(struct shmq_spill_log *log, uint32_t i,
 		}
 		log->fd = f.fd;
 		f.fd = -1;
+		/* A repaired header was rewritten in the current format. */
+		log->version = header_bad ? SHMQ_SPILL_FORMAT : h.version;
 		log->file_bytes = s->bytes;
 		log->created_ns = created;
 		log->seg_max_ts = max_ts;

@@ -45,7 +45,13 @@
 #define SHMQ_SPILL_DIRNAME	  "spill"
 #define SHMQ_SPILL_SEG_MAGIC	  0x316c7073716d6873ull /* "shmqspl1" */
 #define SHMQ_SPILL_IDX_MAGIC	  0x31786469716d6873ull /* "shmqidx1" */
-#define SHMQ_SPILL_FORMAT	  1u
+/*
+ * 2: message frames may carry a producer extension (SHMQ_FRAME_PRODUCER).
+ * Version 1 files are read (they are version 2 files without it) and
+ * never appended such a frame: the writer rolls past them first.
+ */
+#define SHMQ_SPILL_FORMAT	  2u
+#define SHMQ_SPILL_FORMAT_MIN	  1u
 #define SHMQ_SPILL_HEADER	  64u /* segment and index file headers */
 #define SHMQ_SPILL_NAME_DIGITS	  20  /* UINT64_MAX has 20 decimal digits */
 #define SHMQ_SPILL_SEG_EXT	  ".seg"

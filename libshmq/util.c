@@ -51,6 +51,7 @@ static const char *const shmq_errors[] = {
 	[SHMQ_EBASE - SHMQ_EFOREIGN] = "segment owner or mode is not acceptable",
 	[SHMQ_EBASE - SHMQ_EPROTO] = "control protocol mismatch with shmqd",
 	[SHMQ_EBASE - SHMQ_ELAPPED] = "untethered group was lapped: messages were missed",
+	[SHMQ_EBASE - SHMQ_EDUPLICATE] = "sequence already stored for this producer identity",
 };
 _Static_assert(sizeof(shmq_errors) / sizeof(shmq_errors[0]) ==
 		       SHMQ_EBASE - SHMQ_ELAST + 1,

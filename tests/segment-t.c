@@ -30,7 +30,7 @@
 #include "shmq_int.h"
 #include "tap.h"
 
-/* One test per SHMQ_E* code (test_strerror), and the rest. */
+/* One check per SHMQ_E* code in test_strerror, and 172 others. */
 #define NTESTS (172 + (SHMQ_EBASE - SHMQ_ELAST))
 
 #define MAX_SEGS 32

@@ -70,6 +70,13 @@ static void check_view(const uint8_t *ring, uint64_t pos,
 		fail("value outside its frame", pos, v);
 	if ((uint64_t)SHMQ_FRAME_HEADER + v->key_len + v->value_len > v->size)
 		fail("key and value larger than the frame", pos, v);
+	/* The producer extension: both fields or neither, before the key. */
+	if (!v->producer_id != !v->seq)
+		fail("producer id without sequence, or the reverse", pos, v);
+	if (v->producer_id &&
+	    (v->key != frame + SHMQ_FRAME_HEADER + SHMQ_FRAME_EXT ||
+	     (uint64_t)SHMQ_FRAME_HEADER + SHMQ_FRAME_EXT + v->key_len + v->value_len > v->size))
+		fail("producer extension not where it belongs", pos, v);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

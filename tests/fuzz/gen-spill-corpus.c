@@ -122,6 +122,9 @@ static void fresh_dir(void)
 		die("mkdir %s: %s", tmp, strerror(errno));
 }
 
+/* Producer id of the next messages (0: none), and their next sequence. */
+static uint64_t ext_id, ext_seq;
+
 static void msg(struct shmq_spill_log *log, uint64_t *end, uint16_t klen, uint32_t vlen,
 		uint64_t ts)
 {
@@ -133,7 +136,9 @@ static void msg(struct shmq_spill_log *log, uint64_t *end, uint16_t klen, uint32
 		buf[i] = (uint8_t)(*end + i * 7);
 	memset(&v, 0, sizeof(v));
 	v.pos = *end;
-	v.size = shmq__frame_bytes(klen, vlen);
+	v.size = shmq__frame_bytes((ext_id ? SHMQ_FRAME_EXT : 0) + klen, vlen);
+	v.producer_id = ext_id;
+	v.seq = ext_id ? ++ext_seq : 0;
 	v.key_len = klen;
 	v.value_len = vlen;
 	v.timestamp_ns = ts;
@@ -259,6 +264,24 @@ static void segments(void)
 	free(seg.p);
 	free(idx.p);
 
+	/* Messages with the producer extension, one of them empty. */
+	fresh_dir();
+	log = wopen(0, 256);
+	end = 0;
+	ext_id = 0x1de7;
+	msg(log, &end, 3, 10, 1000);
+	msg(log, &end, 0, 0, 1001);
+	ext_id = 0;
+	msg(log, &end, 2, 5, 1002);
+	ext_id = UINT64_MAX;
+	msg(log, &end, 0, 16, 1003);
+	ext_id = 0;
+	shmq__spill_close(log);
+	files(0, &seg, &idx);
+	put_seg("seg-producer-ext", seg, idx);
+	free(seg.p);
+	free(idx.p);
+
 	/* Many frames with an index entry every 256 bytes, at a high start. */
 	fresh_dir();
 	end = 1ull << 40;
@@ -266,9 +289,12 @@ static void segments(void)
 	for (i = 0; i < 60; i++) {
 		if (i % 9 == 4)
 			pad(log, &end, 32 * (i + 1));
+		/* Every other message from an idempotent producer. */
+		ext_id = i % 2 ? 0x1de70 + i % 3 : 0;
 		msg(log, &end, (uint16_t)(i % 5), (uint32_t)(i * 37 % 700),
 		    1000 + i * 10 + (i % 3) * 7);
 	}
+	ext_id = 0;
 	shmq__spill_close(log);
 	files(1ull << 40, &seg, &idx);
 	put_seg("seg-many", seg, idx);

@@ -115,6 +115,18 @@ static void fmsg(uint16_t key_len, uint32_t value_len)
 	     size - SHMQ_FRAME_HEADER);
 }
 
+/* Append a well-formed message with the producer extension (id, seq). */
+static void fext(uint16_t key_len, uint32_t value_len, uint64_t id, uint64_t seq)
+{
+	struct shmq_frame_ext e = { id, seq };
+	uint32_t size = shmq__frame_bytes(SHMQ_FRAME_EXT + key_len, value_len);
+	uint64_t at = fi.len;
+
+	fraw((fi.pos + fi.len) | SHMQ_SEAL_COMMITTED, size, key_len,
+	     SHMQ_FRAME_PRODUCER, value_len, size - SHMQ_FRAME_HEADER);
+	memcpy(fi.ring + at + SHMQ_FRAME_HEADER, &e, sizeof(e));
+}
+
 /* Append a well-formed padding frame of size bytes. */
 static void fpad(uint32_t size)
 {
@@ -270,6 +282,21 @@ static void frame_seeds(void)
 	fstart(RING);
 	fraw(RING | SHMQ_SEAL_COMMITTED, 64, 1, 0xffff, 1, 32);
 	fput("flags-set");
+	fstart(RING);
+	fext(3, 40, 0x1de7, 1);
+	fext(0, 0, UINT64_MAX, (uint64_t)INT64_MAX);
+	fmsg(1, 1);
+	fput("producer-ext");
+	fstart(RING);
+	fext(0, 8, 0, 5);
+	fput("producer-ext-id-zero");
+	fstart(RING);
+	fext(0, 8, 7, 0);
+	fput("producer-ext-seq-zero");
+	/* The extension does not fit the frame's size. */
+	fstart(RING);
+	fraw(RING | SHMQ_SEAL_COMMITTED, 64, 0, SHMQ_FRAME_PRODUCER, 32, 32);
+	fput("producer-ext-over-size");
 	/* A good message followed by one whose size runs off the ring. */
 	fstart(RING - 4096);
 	fmsg(2, 40);

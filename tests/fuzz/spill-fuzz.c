@@ -86,6 +86,11 @@ static void check_view(const struct shmq_frame_view *v, uint64_t x)
 		return;
 	if ((uint64_t)SHMQ_FRAME_HEADER + v->key_len + v->value_len > v->size)
 		fail("key and value larger than the frame", x);
+	if (!v->producer_id != !v->seq)
+		fail("producer id without sequence, or the reverse", x);
+	if (v->producer_id &&
+	    (uint64_t)SHMQ_FRAME_HEADER + SHMQ_FRAME_EXT + v->key_len + v->value_len > v->size)
+		fail("producer extension, key and value larger than the frame", x);
 	for (k = 0; k < v->key_len; k++)
 		sink ^= v->key[k];
 	for (k = 0; k < v->value_len; k++)
