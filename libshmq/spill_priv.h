@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -47,6 +48,8 @@ struct shmq_sfile {
 	size_t want;	 /* usual read size */
 	uint64_t wpos;	 /* file position of buf[0] */
 	size_t wlen;	 /* valid bytes in buf */
+	const uint8_t *map; /* readers, sealed segments: [0, map_len) mapped */
+	size_t map_len;
 };
 
 struct shmq_sidx {
