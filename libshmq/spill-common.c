@@ -208,6 +208,11 @@ void shmq__spill_sf_init(struct shmq_sfile *f, uint32_t max_frame, size_t want)
 
 void shmq__spill_sf_drop(struct shmq_sfile *f)
 {
+	if (f->map)
+		munmap((void *)f->map, f->map_len);
+	f->map = NULL;
+	f->map_len = 0;
+	f->ahead = 0;
 	if (f->fd >= 0)
 		close(f->fd);
 	f->fd = -1;
@@ -241,11 +246,38 @@ int shmq__spill_sf_stat(struct shmq_sfile *f)
  * when it did not.  The buffer grows past the usual read size only for a
  * frame the file really holds, so a corrupt size can never make us
  * allocate more than the file's length.
+ *
+ * A mapped (sealed) segment serves [pos, pos + need) from the mapping when
+ * it holds it: the mapping shows the page cache itself, so it is always
+ * fresh, and it reaches the file's end (a sealed segment does not grow),
+ * so *read_eof is 1.  Beyond the mapping, the reads below decide.
  */
 int shmq__spill_sf_get(struct shmq_sfile *f, uint64_t pos, size_t need, bool fresh,
 		  const uint8_t **p, size_t *avail, int *read_eof)
 {
 	size_t len, got = 0;
+
+	if (f->map && pos <= f->map_len && f->map_len - pos >= need) {
+		size_t end = f->map_len - pos - need > SPILL_MAP_AHEAD ?
+			     (size_t)pos + need + SPILL_MAP_AHEAD : f->map_len;
+
+		/*
+		 * Ask for the bytes ahead now, so that memory works while we
+		 * check this frame: the hardware prefetchers stop at page
+		 * boundaries, and every frame's CRC would wait for DRAM
+		 * (measured: 6.5 -> 8.3 GB/s for frames of 1 KiB).  Pages
+		 * not mapped yet are skipped by the CPU, never faulted.
+		 */
+		if (f->ahead < pos)
+			f->ahead = (size_t)pos;
+		for (; f->ahead < end; f->ahead += 64)
+			__builtin_prefetch(f->map + f->ahead);
+		*p = f->map + pos;
+		*avail = f->map_len - (size_t)pos;
+		if (read_eof)
+			*read_eof = 1;
+		return 0;
+	}
 
 	if (!fresh && pos >= f->wpos && pos - f->wpos <= f->wlen &&
 	    f->wlen - (pos - f->wpos) >= need) {

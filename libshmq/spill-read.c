@@ -25,6 +25,7 @@ struct shmq_spill_reader {
 	uint64_t created;	/* its header's created_ns, 0 if unknown */
 	struct shmq_sidx idx;
 	bool idx_loaded;
+	bool map_tried;		/* r_map has looked at this segment */
 
 	bool seq;		/* the next frame's place is known: */
 	uint64_t seq_off, seq_pos;
@@ -84,6 +85,48 @@ static void r_close_seg(struct shmq_spill_reader *r)
 	r->seq = false;
 	r->bad = false;
 	r->created = 0;
+	r->map_tried = false;
+}
+
+/*
+ * Map the open segment, read-only, when it is sealed: a newer segment
+ * exists, so the writer finished this one (and fdatasync'ed it) before it
+ * made the next.  Frames are then checked and handed out where they lie
+ * in the page cache instead of being copied into our buffer first: the
+ * copy cost a warm replay as much as a plain read(2) of the same bytes
+ * (see docs/decisions.md, "Replaying sealed segments through a mapping").
+ *
+ * A mapping faults (SIGBUS) where its file has been cut, and only
+ * recovery cuts a sealed segment (damage at its end).  So we hold a shared
+ * flock on the file while it is mapped, and recovery cuts a segment only
+ * under an exclusive one, which it does not wait for: a mapped segment
+ * keeps its damage (readers report it as SHMQ_ECORRUPT) instead.  Without
+ * the lock, or if anything fails, we read with pread as before.  The
+ * newest segment, the one the writer appends to and recovery cuts after a
+ * crash, is never mapped.
+ */
+static void r_map(struct shmq_spill_reader *r)
+{
+	struct stat st;
+	void *m;
+
+	r->map_tried = true;
+	if (r->f.fd < 0 || r->limit == UINT64_MAX || fstat(r->f.fd, &st) < 0 ||
+	    (uint64_t)st.st_size <= SHMQ_SPILL_HEADER || (uint64_t)st.st_size > SIZE_MAX)
+		return;
+	if (flock(r->f.fd, LOCK_SH | LOCK_NB) < 0)
+		return;
+	m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, r->f.fd, 0);
+	if (m == MAP_FAILED) {
+		flock(r->f.fd, LOCK_UN);
+		return;
+	}
+	/* Read ahead hard; the frames are read once, in order. */
+	madvise(m, (size_t)st.st_size, MADV_SEQUENTIAL);
+	r->f.map = m;
+	r->f.map_len = (size_t)st.st_size;
+	r->f.size = (uint64_t)st.st_size;
+	r->f.wlen = 0;
 }
 
 /*
@@ -354,6 +397,8 @@ int shmq__spill_read(struct shmq_spill_reader *r, uint64_t x, struct shmq_frame_
 				continue;
 			}
 		}
+		if (!r->map_tried && r->limit != UINT64_MAX)
+			r_map(r);
 		st = shmq__spill_sf_frame(&r->f, pos, x, v, &flen);
 		if (st < 0)
 			return st;

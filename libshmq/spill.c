@@ -16,9 +16,12 @@
  * The names sort as the offsets do, and segment k covers offsets from its
  * name up to segment k+1's name; the last covers up to the log's end.
  * shmqd appends (one writer per partition, enforced with flock on the
- * directory); consumers in other processes read with pread, never
- * through a mapping, so that a file cut by recovery or deleted by
- * retention can never fault them (SIGBUS) - at worst they read fewer bytes.
+ * directory); consumers in other processes read the segment being written
+ * with pread, and sealed segments (a newer one exists) through a
+ * read-only mapping under a shared flock of the file.  Recovery, the only
+ * thing that cuts a sealed segment, cuts only under an exclusive flock, so
+ * a file cut under a mapping can never fault a reader (SIGBUS); retention
+ * unlinks, which leaves a mapping alone.
  *
  * Frames are stored exactly as in the ring (layout.h): the 32-byte header
  * with its seal (the frame's own offset | COMMITTED [| PAD]), then the
@@ -88,7 +91,8 @@
  *   written) and fdatasync'ed.  So after any crash, every segment but the
  *   last is whole, and only the last can have a torn tail.
  * - Readers see only whole frames whose CRC checks: bytes are copied into
- *   the reader's buffer, then checked, then handed out.
+ *   the reader's buffer (or, sealed segments, mapped), then checked, then
+ *   handed out.
  * - written <= end (frames in the write buffer are not in the file yet),
  *   and synced <= written.  Only fdatasync success moves synced.
  *
@@ -930,6 +934,29 @@ static int recover_segment(struct shmq_spill_log *log, uint32_t i,
 				off = sv;
 				continue;
 			}
+		}
+		/*
+		 * A reader maps sealed segments under a shared flock
+		 * (spill-read.c, r_map), and a cut under its mapping would
+		 * kill it with SIGBUS: cut only under an exclusive one.  An
+		 * older segment that is mapped keeps its damaged tail
+		 * instead (nothing is appended to it; readers report the
+		 * damage as SHMQ_ECORRUPT and skip to the next segment).
+		 * The newest is never mapped, short of its successor
+		 * vanishing between a reader's listing and now.
+		 */
+		if (flock(f.fd, LOCK_EX | LOCK_NB) < 0) {
+			if (last) {
+				r = shmq__fail(-EBUSY, "%s/%s: a reader maps it; its torn "
+					       "tail at %" PRIu64 " cannot be cut now",
+					       log->path, name, pos);
+				goto out;
+			}
+			if (rep) {
+				rep->corrupt++;
+				note(&rep->corrupt_offset, off);
+			}
+			break;
 		}
 		if (rep) {
 			rep->cuts++;

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -23,6 +24,8 @@
 #include "spill.h"
 
 #define SPILL_READ_BYTES	(256u << 10)
+/* How far ahead of the frame being read a mapped segment is prefetched. */
+#define SPILL_MAP_AHEAD		(8u << 10)
 /* Index entries tried, newest first, before walking from the file start. */
 #define SPILL_IDX_TRIES		8
 /* A reader at the end of the last segment lists the directory again at
@@ -47,6 +50,9 @@ struct shmq_sfile {
 	size_t want;	 /* usual read size */
 	uint64_t wpos;	 /* file position of buf[0] */
 	size_t wlen;	 /* valid bytes in buf */
+	const uint8_t *map; /* readers, sealed segments: [0, map_len) mapped */
+	size_t map_len;
+	size_t ahead;	 /* prefetched up to here in map */
 };
 
 struct shmq_sidx {
