@@ -38,6 +38,7 @@ struct shmq_producer {
 	uint64_t ident_id;   /* producer id carried by its frames */
 	uint32_t ident;	     /* its slot */
 	uint64_t *last_seq;  /* per partition: highest sequence stored */
+	struct shmq_fastclock clock; /* message timestamps (clock.c) */
 };
 
 /* Take a free slot: CAS the pid in, then say who we are. */
@@ -79,6 +80,7 @@ int shmq_producer_open(shmq_client_t *client, const char *topic,
 	if (OPT_HAS(opts, flags))
 		p->flags = opts->flags;
 	p->client = client;
+	shmq__fastclock_init(&p->clock);
 	rc = shmq__topic_get(client, topic, &p->map);
 	if (rc)
 		goto fail;
@@ -215,7 +217,7 @@ static int claim_frame(struct shmq_producer *p, int partition, uint64_t seq,
 	}
 	f->value_len = (uint32_t)value_len;
 	f->crc = 0;
-	f->timestamp_ns = shmq__now_ns();
+	f->timestamp_ns = shmq__fastclock_ns(&p->clock);
 	if (key_len)
 		memcpy((uint8_t *)f + SHMQ_FRAME_HEADER + ext, key, key_len);
 	p->claimed = true;

@@ -37,6 +37,22 @@ void shmq__clear_detail(void);
 
 uint64_t shmq__now_ns(void);	  /* CLOCK_REALTIME */
 uint64_t shmq__mono_ns(void);	  /* CLOCK_MONOTONIC */
+
+/*
+ * clock.c: CLOCK_REALTIME for message timestamps, extrapolated from the
+ * TSC between reads of the real clock.  One per producer handle (not
+ * thread-safe, like the handle).
+ */
+struct shmq_fastclock {
+	bool tsc;		/* the TSC is the kernel's clocksource */
+	uint64_t base_tsc, base_ns; /* the last read of the real clock */
+	uint64_t cal_tsc, cal_ns;   /* where the rate is measured from */
+	uint64_t rate;		/* ns per tick, 32.32 fixed point; 0 = unknown */
+	uint64_t resync_ticks;	/* read the real clock again after these */
+	uint64_t last_ns;	/* the last value returned */
+};
+void shmq__fastclock_init(struct shmq_fastclock *c);
+uint64_t shmq__fastclock_ns(struct shmq_fastclock *c);
 uint64_t shmq__fnv1a64(const void *p, size_t n, uint64_t h);
 #define SHMQ_FNV_BASIS 0xcbf29ce484222325ull
 
