@@ -4,7 +4,8 @@
 #   make demo       start shmqd, run producers and two groups, print rates
 #   make check      build and run every TAP test through prove
 #   make check SAN=address,undefined     the same under sanitizers
-#   make check-tsan the ring protocol as threads under ThreadSanitizer
+#   make check-tsan the ring protocol and the spill syncer as threads under
+#                   ThreadSanitizer
 #   make bench      benchmarks (never part of check)
 #   make fuzz       build the libFuzzer targets (clang)
 #   make install / uninstall   honour PREFIX and DESTDIR
@@ -146,8 +147,9 @@ check: all $(TESTS) $(FUZZ_REPLAY)
 		prove -f $(TESTS) $(FUZZ_REPLAY)
 
 # ThreadSanitizer cannot see across processes; the ring protocol tests run
-# producers and consumers as threads of one process.
-TSAN_TESTS := ring-t
+# producers and consumers as threads of one process, and rollsync-t runs
+# spill writers, the syncer thread of shmqd and retention as threads.
+TSAN_TESTS := ring-t rollsync-t
 check-tsan:
 	$(MAKE) SAN=thread $(addprefix build/san-thread/tests/,$(TSAN_TESTS))
 	SHMQ_BUILD=$(CURDIR)/build/san-thread \

@@ -16,6 +16,9 @@
  *   rule fires when count == nth, or count >= nth when sticky.
  * - Disarming clears shmq__fault_active first, so a wrapper that races
  *   with it sees either the armed state or the plain system call.
+ * - A rule's `used` is its publication: arming writes the rule, then sets
+ *   it; disarming only clears it.  shmqd disarms (SIGUSR1) in its loop
+ *   while its spill syncer thread may be matching rules in hit().
  *
  * Failure and recovery
  * --------------------
@@ -54,10 +57,13 @@ int shmq__fault_arm(enum shmq_fault_op op, unsigned long nth, int err,
 	if (err == SHMQ_FAULT_SHORT && op != SHMQ_FAULT_WRITE)
 		return -EINVAL;
 	for (i = 0; i < SHMQ_FAULT_RULES; i++) {
-		if (rules[i].used)
+		if (__atomic_load_n(&rules[i].used, __ATOMIC_RELAXED))
 			continue;
-		rules[i] = (struct fault_rule){ .used = true, .op = op, .nth = nth,
-						.err = err, .flags = flags };
+		rules[i].op = op;
+		rules[i].nth = nth;
+		rules[i].err = err;
+		rules[i].flags = flags;
+		__atomic_store_n(&rules[i].used, true, __ATOMIC_RELEASE);
 		__atomic_store_n(&shmq__fault_active, 1, __ATOMIC_RELEASE);
 		return 0;
 	}
@@ -73,8 +79,11 @@ void shmq__fault_reset(void)
 
 void shmq__fault_disarm(void)
 {
+	int i;
+
 	__atomic_store_n(&shmq__fault_active, 0, __ATOMIC_RELEASE);
-	memset(rules, 0, sizeof(rules));
+	for (i = 0; i < SHMQ_FAULT_RULES; i++)
+		__atomic_store_n(&rules[i].used, false, __ATOMIC_RELAXED);
 }
 
 unsigned long shmq__fault_calls(enum shmq_fault_op op)
@@ -101,7 +110,7 @@ static const struct fault_rule *hit(enum shmq_fault_op op)
 	for (i = 0; i < SHMQ_FAULT_RULES; i++) {
 		const struct fault_rule *r = &rules[i];
 
-		if (!r->used || r->op != op)
+		if (!__atomic_load_n(&r->used, __ATOMIC_ACQUIRE) || r->op != op)
 			continue;
 		if (n == r->nth || ((r->flags & SHMQ_FAULT_STICKY) && n > r->nth)) {
 			__atomic_add_fetch(&fired, 1, __ATOMIC_RELAXED);

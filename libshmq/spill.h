@@ -198,6 +198,8 @@ struct shmq_spill_opts {
 				  * default SHMQ_SPILL_FRAME_MAX */
 	uint32_t mode;		 /* file mode, default 0600; directories get
 				  * the matching x bits */
+	struct shmq_spill_syncer *syncer; /* finishes rolled segments in its
+				  * thread; NULL: a roll syncs in the caller */
 };
 
 /*
@@ -226,10 +228,12 @@ struct shmq_spill_recovery {
 /*
  * Open (creating DIR/spill/<topic>/<partition>/ as needed) the log of one
  * partition for appending, and recover it:
- *   - every segment but the last: its header is checked, the index entry
+ *   - every older segment: its header is checked, the index entry
  *     nearest its end re-validated, and the frames from there to the end
  *     of the file checked;
- *   - the last segment: every frame is checked from its start;
+ *   - the last two segments (the one before the last may not have been
+ *     synced yet, see shmq__spill_roll): every frame is checked from its
+ *     start;
  *   - a torn or corrupt tail (no valid frame after the first bad one) is
  *     cut back to the last whole valid frame (ftruncate, then fdatasync);
  *     a damaged region followed by valid frames is kept and counted, so
@@ -237,8 +241,8 @@ struct shmq_spill_recovery {
  *     follows it;
  *   - the last segment's index is rebuilt, an older one's when it does not
  *     match; damaged segment headers are rewritten from the file name;
- *   - the last segment is fdatasync'ed, so that everything recovered is
- *     durable: synced_offset starts at the end.
+ *   - the last two segments are fdatasync'ed, so that everything
+ *     recovered is durable: synced_offset starts at the end.
  * With no segment at all, an empty one is created at opts->start_offset,
  * which records where the log starts.  rep (may be NULL) says what was
  * found and cut: log it.
@@ -268,7 +272,7 @@ void shmq__spill_close(struct shmq_spill_log *log);
  * frames larger than the write buffer are written straight from the
  * ring and checksummed there).  Padding (v->pad) is stored as its 32-byte
  * header only.  Rolls to a new segment first when this one is full or old
- * (the rolled segment is fdatasync'ed before the next one is created).
+ * (see shmq__spill_roll).
  *
  * The frame goes to the write buffer: it is in the file (readable by
  * readers, and safe from a crash of this process) only after a flush,
@@ -312,8 +316,9 @@ int shmq__spill_append_pad(struct shmq_spill_log *log, uint64_t pos,
 int shmq__spill_flush(struct shmq_spill_log *log);
 
 /*
- * Flush, then fdatasync the segment, and fsync the directory if a file was
- * created since the last sync.  Afterwards synced_offset == end_offset:
+ * Flush, then fdatasync the segment, wait for the syncer to finish the
+ * segment rolled last (if it has not), and fsync the directory if a file
+ * was created since the last sync.  Afterwards synced_offset == end_offset:
  * the frames survive a power loss.  A failed fdatasync or fsync fails the
  * writer for good: the kernel may have dropped the dirty pages, so what
  * the file holds is unknown; every later call returns the same error and
@@ -321,9 +326,23 @@ int shmq__spill_flush(struct shmq_spill_log *log);
  */
 int shmq__spill_sync(struct shmq_spill_log *log);
 
-/* Finish the current segment (if it holds a frame) and start a new one at
- * the end offset.  Returns 0 or the errors of flush and sync. */
+/*
+ * Finish the current segment (if it holds a frame) and start a new one at
+ * the end offset.  Returns 0 or the errors of flush and sync.  With a
+ * syncer, the finished segment's fdatasync runs in the syncer's thread:
+ * the roll waits only for the sync of the segment before it, if that one
+ * is still running, so that at most the last two segments are unsynced.
+ */
 int shmq__spill_roll(struct shmq_spill_log *log);
+
+/*
+ * With a syncer: if the sync of the segment rolled last has finished,
+ * collect its result.  Returns 0, or the error that failed the writer
+ * (that sync's, or an earlier one; see shmq__spill_sync).  Never blocks;
+ * no system call.  Every writer call collects too; this is for a caller
+ * with nothing to append that still wants to hear of a failed sync.
+ */
+int shmq__spill_poll(struct shmq_spill_log *log);
 
 struct shmq_spill_stat {
 	uint64_t first_offset;	 /* oldest retained offset (first segment) */
@@ -359,6 +378,26 @@ struct shmq_spill_retain_stat {
 int shmq__spill_retain(struct shmq_spill_log *log, uint64_t max_bytes,
 		       uint64_t max_age_ns, uint64_t now_ns,
 		       struct shmq_spill_retain_stat *st);
+
+/* ------------------------------------------------------------------------
+ * spill.c: the syncer, a thread that finishes rolled segments
+ */
+struct shmq_spill_syncer;
+
+/*
+ * Start a thread that fdatasyncs and closes the segments that logs opened
+ * with opts.syncer roll away from, so that the appending thread does not
+ * wait for the disk at a roll (spill.c, "Rolling without stopping").  One
+ * syncer serves any number of logs, one job at a time, oldest first.  The
+ * thread blocks every signal.  Returns 0 and sets *out, or -errno.
+ */
+int shmq__spill_syncer_start(struct shmq_spill_syncer **out);
+
+/*
+ * Run what is still queued, stop the thread and free the syncer.  The
+ * logs that use it must be closed first.  NULL is a no-op.
+ */
+void shmq__spill_syncer_stop(struct shmq_spill_syncer *s);
 
 /* ------------------------------------------------------------------------
  * spill.c: readers (consumers, any process), read-only

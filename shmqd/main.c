@@ -6,7 +6,11 @@
  *   adopts the topics it finds (topics.c), opens the control socket
  *   (control.c), and then loops: poll the socket and a signalfd with a
  *   timeout of the reap interval, serve requests, and run the reaper
- *   (reap.c) whenever the interval has passed.  One thread does it all.
+ *   (reap.c) whenever the interval has passed.  One thread does it all,
+ *   but for the spill syncer (libshmq/spill.c): it fdatasyncs and closes
+ *   the spill segments the loop has rolled away from, so that the loop
+ *   never waits for the disk at a roll.  It shares no state with the loop
+ *   but its job queue, and blocks every signal.
  *
  * Invariants
  *   - One shmqd per directory: DIR/shmqd.lock is held with flock(LOCK_EX)
@@ -51,6 +55,7 @@
 #include <unistd.h>
 
 #include "shmqd.h"
+#include "spill.h"
 
 #define REAP_INTERVAL_DEFAULT_MS 5u
 #define REAP_INTERVAL_MAX_MS	 60000u
@@ -74,6 +79,9 @@ static void usage(FILE *f)
 		"  -v, --verbose             log routine events too (the default;\n"
 		"                            the last of --quiet and --verbose wins)\n"
 		"  -h, --help                print this help\n"
+		"      --spill-segment-bytes N\n"
+		"                            for tests: roll spill segments at N bytes\n"
+		"                            (default 64 MiB)\n"
 		"      --fault OP:N:ERRNO[:sticky]\n"
 		"                            for tests: fail the Nth spill-file call of\n"
 		"                            kind OP (open, write, ftruncate, fsync,\n"
@@ -132,6 +140,7 @@ static int parse_args(int argc, char **argv, struct shmqd *d)
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "fault", required_argument, NULL, 'F' },
+		{ "spill-segment-bytes", required_argument, NULL, 'S' },
 		{ NULL, 0, NULL, 0 },
 	};
 	unsigned long v;
@@ -169,6 +178,17 @@ static int parse_args(int argc, char **argv, struct shmqd *d)
 		case 'F':
 			if (arm_fault(optarg))
 				return 2;
+			break;
+		case 'S':
+			/* For tests: rolls without writing 64 MiB first. */
+			errno = 0;
+			v = strtoul(optarg, &end, 10);
+			if (errno || end == optarg || *end || v < 4096) {
+				fprintf(stderr, "shmqd: --spill-segment-bytes wants a number of bytes, at least 4096, not \"%s\"\n",
+					optarg);
+				return 2;
+			}
+			d->spill_segment_bytes = v;
 			break;
 		default:
 			usage(stderr);
@@ -463,10 +483,19 @@ int main(int argc, char **argv)
 	if (setup_signals(&d))
 		return 1;
 	shmqd_watch_init(&d.watch);
+	rc = shmq__spill_syncer_start(&d.syncer);
+	if (rc) {
+		char why[SHMQD_MSG_MAX];
+
+		shmqd_err("%s; spill segments are synced in the event loop",
+			  shmqd_liberr(rc, why, sizeof(why)));
+		d.syncer = NULL;
+	}
 
 	shmqd_topics_adopt_all(&d);
 	if (shmqd_ctl_listen(&d)) {
 		shmqd_topics_detach_all(&d);
+		shmq__spill_syncer_stop(d.syncer);
 		return 1;
 	}
 	for (size_t i = 0; i < d.ntopics; i++)
@@ -481,6 +510,8 @@ int main(int argc, char **argv)
 	shmqd_ctl_close(&d);
 	shmqd_watch_close(&d.watch);
 	shmqd_topics_detach_all(&d);
+	/* After the logs: closing one waits for its segment's sync. */
+	shmq__spill_syncer_stop(d.syncer);
 	close(d.signal_fd);
 	/* The lock last: the next shmqd starts only after we let go. */
 	close(d.lock_fd);

@@ -37,6 +37,7 @@
 
 /* The spiller's state of one partition (spill.c). */
 struct shmq_spill_log;
+struct shmq_spill_syncer;
 struct shmqd_spill_part {
 	struct shmq_spill_log *log; /* NULL until opened, or after a failure */
 	int last_err;		    /* logged once per change */
@@ -114,6 +115,11 @@ struct shmqd {
 	uint64_t next_retry_ns;
 
 	struct shmqd_watch watch;
+
+	/* spill.c: finishes rolled spill segments in its own thread; NULL
+	 * when it could not start (rolls then sync in the loop). */
+	struct shmq_spill_syncer *syncer;
+	uint64_t spill_segment_bytes; /* --spill-segment-bytes; 0: default */
 };
 
 /* log.c: "shmqd[pid]: message" on stderr. */

@@ -22,6 +22,13 @@
  * In always mode the batch is also synced and `synced` moves forward, which
  * is what durable acknowledgements (shmq_producer_flush) wait for.
  *
+ * When a log rolls to a new segment (every 64 MiB), the old one's
+ * fdatasync runs in the syncer thread (d->syncer, libshmq/spill.c,
+ * "Rolling without stopping"), not in this loop: producers waiting for
+ * room would wait for the disk otherwise.  The loop waits for it only at
+ * the next roll if it is still running, and a journal's sync waits for it
+ * before it moves `synced`.
+ *
  * The log is contiguous: offsets that every group consumed before they had
  * to go to disk are appended as padding, so the disk log and the ring agree
  * on every offset, and a reader walks over them like over ring padding.
@@ -33,6 +40,9 @@
  *   (every SPILL_RETRY_MS).  Any other write error, and every failed sync,
  *   fails the log for good (the spill module does not trust the file
  *   again): it is closed and reopened, which re-validates the file.
+ * - A failed fdatasync of a rolled segment, in the syncer thread, is
+ *   collected by the next pass (shmq__spill_poll, or the next write) and
+ *   fails the log like any failed sync: reported, closed, reopened.
  * - The error of the last failed pass is kept in the partition header
  *   (spill_error) for stat and for shmq_producer_flush, and logged once.
  * - shmqd killed in the middle: what was flushed is in the files (the page
@@ -121,6 +131,8 @@ static int open_log(struct shmqd *d, struct shmqd_topic *t, uint32_t p,
 	o.start_offset = start_offset;
 	o.max_frame = shmq__frame_bytes(0, t->params.max_message);
 	o.mode = t->params.mode;
+	o.segment_bytes = d->spill_segment_bytes;
+	o.syncer = d->syncer;
 	memset(&rep, 0, sizeof(rep));
 	err = shmq__spill_open(d->dir, t->name, p, &o, &rep, &t->spill[p].log);
 	if (err)
@@ -254,6 +266,10 @@ static bool spill_partition(struct shmqd *d, struct shmqd_topic *t, uint32_t p,
 			goto failed;
 		}
 	}
+	/* The syncer's verdict on the segment rolled last, if it is in. */
+	err = shmq__spill_poll(sp->log);
+	if (err)
+		goto failed;
 
 	head = ck_pr_load_64(&ph->head);
 	spilled = ck_pr_load_64(&ph->spilled);

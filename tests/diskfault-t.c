@@ -13,6 +13,11 @@
  *        durable acknowledgement reports -EIO rather than success, the
  *        daemon reopens (and re-validates) the log, and once syncs work
  *        again the acknowledgement comes and every message arrives.
+ * roll   spill=overflow with 64 KiB segments, and the fdatasync of the
+ *        first segment rolled away from fails with EIO: it runs in
+ *        shmqd's syncer thread, and still it is reported (stat), the log
+ *        is reopened and re-validated, and the stopped group receives
+ *        every message once, in order.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -177,15 +182,67 @@ static void test_eio(void)
 	tu_shmqd_stop(d, 0);
 }
 
+static void test_roll(void)
+{
+	/* fdatasync 1 is the new log's; 2 the first roll's, in the syncer. */
+	static const char *const args[] = { "--fault", "fdatasync:2:EIO",
+					    "--spill-segment-bytes", "65536", NULL };
+	shmq_consumer_t *slow;
+	shmq_producer_t *p;
+	uint32_t seq = 0, bad = 0, got;
+	int rc = 0, seen = 0, e = 0, i;
+	pid_t d;
+
+	d = tu_shmqd_start(dir, args);
+	create("roll", SHMQ_SPILL_OVERFLOW);
+	if (shmq_consumer_open(cl, "roll", "slow", NULL, &slow) ||
+	    shmq_producer_open(cl, "roll", NULL, &p))
+		bail("open: %s", shmq_errdetail());
+	/*
+	 * 64 KiB segments of 128-byte frames: a roll every 500 messages.
+	 * The error shows while the log waits to be reopened (a second),
+	 * and the producer waits for room meanwhile: look while it waits.
+	 */
+	for (i = 0; seq < 20000 && !seen && i < 1000;) {
+		rc = send_seq(p, seq, 10);
+		if (rc >= 0)
+			seq++;
+		else if (rc == -EAGAIN)
+			i++; /* at most 1000 waits of 10 ms */
+		else
+			break;
+		if ((rc < 0 || seq % 50 == 0) && spill_error("roll") == -EIO)
+			seen = 1;
+	}
+	ok(seen, "roll: the syncer thread's failed fdatasync of a rolled segment is reported (-EIO in stat, after %u messages; send %s)",
+	   seq, rc < 0 ? shmq_strerror(rc) : "ok");
+	for (i = 0; i < 4000 && rc >= 0; i++) {
+		rc = send_seq(p, seq, 5000);
+		if (rc >= 0)
+			seq++;
+	}
+	for (i = 0; i < 500 && (e = spill_error("roll")) != 0; i++)
+		usleep(10000);
+	is_int(e, 0, "roll: the log was reopened and spilling works again (%u messages sent)", seq);
+	got = drain(slow, &bad);
+	ok(got == seq && bad == 0,
+	   "roll: the stopped group got all %u messages once, in order (%u, %u bad)", seq, got, bad);
+	shmq_producer_close(p);
+	shmq_consumer_close(slow);
+	shmq_topic_delete(cl, "roll");
+	tu_shmqd_stop(d, 0);
+}
+
 int main(void)
 {
 	tu_init(120);
-	plan(9);
+	plan(12);
 	tu_make_dir("diskfault", dir, sizeof(dir));
 	if (shmq_open(dir, NULL, &cl))
 		bail("shmq_open: %s", shmq_errdetail());
 	test_full();
 	test_eio();
+	test_roll();
 	shmq_close(cl);
 	tu_cleanup(dir);
 	return tap_done();

@@ -8,7 +8,9 @@
  *          a group that kept up never read from disk.
  * kill     shmqd is SIGKILLed at random moments while it spills, and
  *          restarted: every message whose send returned arrives, once, in
- *          order.
+ *          order.  Again with 64 KiB spill segments, so that the kills
+ *          land while segments roll and the syncer thread syncs the one
+ *          before (recovery then finds the last two unsynced).
  * host     A simulated host restart (spill=always): every process gone,
  *          the segments removed, shmqd restarted.  The topic comes back
  *          with its offsets continuing after the journal, the group comes
@@ -26,6 +28,7 @@
  * check is on content.
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -48,6 +51,8 @@
 
 static char dir[256];
 static pid_t daemon_pid;
+/* Extra shmqd arguments of restarts (test_kill). */
+static const char *const *daemon_args;
 static shmq_client_t *cl;
 
 /* A deterministic value for (partition, seq): 24..408 bytes. */
@@ -162,7 +167,7 @@ static void drain(shmq_consumer_t *c, struct expect *e, int idle_ms, uint64_t ma
 static void restart_daemon(int hard)
 {
 	tu_shmqd_stop(daemon_pid, hard);
-	daemon_pid = tu_shmqd_start(dir, NULL);
+	daemon_pid = tu_shmqd_start(dir, daemon_args);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -213,7 +218,7 @@ static void test_stopped(void)
 	shmq_consumer_close(fast);
 }
 
-static void test_kill(void)
+static void test_kill(const char *topic, const char *const *args)
 {
 	shmq_consumer_t *slow;
 	shmq_producer_t *p;
@@ -221,9 +226,12 @@ static void test_kill(void)
 	uint32_t seq[NPART] = { 0 }, n = 0, round;
 	unsigned rnd = 12345;
 
-	create("kill", 0);
-	slow = consumer("kill", "slow", SHMQ_FROM_EARLIEST);
-	p = producer("kill");
+	daemon_args = args;
+	if (args)
+		restart_daemon(0);
+	create(topic, 0);
+	slow = consumer(topic, "slow", SHMQ_FROM_EARLIEST);
+	p = producer(topic);
 	memset(&e, 0, sizeof(e));
 	for (round = 0; round < 10; round++) {
 		uint32_t k, burst;
@@ -245,10 +253,29 @@ static void test_kill(void)
 	}
 	drain(slow, &e, 500, UINT64_MAX);
 	ok(e.got == n && e.bad == 0 && e.dup_or_gap == 0,
-	   "kill: shmqd SIGKILLed 10 times while spilling; all %u acknowledged messages arrived once, in order (%llu, %u bad, %u out of order)",
-	   n, (unsigned long long)e.got, e.bad, e.dup_or_gap);
+	   "%s: shmqd SIGKILLed 10 times while spilling; all %u acknowledged messages arrived once, in order (%llu, %u bad, %u out of order)",
+	   topic, n, (unsigned long long)e.got, e.bad, e.dup_or_gap);
+	if (args) {
+		char path[512];
+		size_t nseg = 0;
+		struct dirent *de;
+		DIR *dp;
+
+		snprintf(path, sizeof(path), "%s/spill/%s/0", dir, topic);
+		dp = opendir(path);
+		while (dp && (de = readdir(dp)))
+			nseg += strlen(de->d_name) > 4 &&
+				!strcmp(de->d_name + strlen(de->d_name) - 4, ".seg");
+		if (dp)
+			closedir(dp);
+		ok(nseg > 2, "%s: the log of partition 0 rolled (%zu segments)", topic, nseg);
+	}
 	shmq_producer_close(p);
 	shmq_consumer_close(slow);
+	if (args) {
+		daemon_args = NULL;
+		restart_daemon(0);
+	}
 }
 
 static void test_host(void)
@@ -484,14 +511,19 @@ static void test_gap(void)
 int main(void)
 {
 	tu_init(240);
-	plan(19);
+	plan(21);
 	tu_make_dir("replay", dir, sizeof(dir));
 	daemon_pid = tu_shmqd_start(dir, NULL);
 	if (shmq_open(dir, NULL, &cl))
 		bail("shmq_open %s: %s", dir, shmq_errdetail());
 
 	test_stopped();
-	test_kill();
+	test_kill("kill", NULL);
+	{
+		static const char *const small[] = { "--spill-segment-bytes", "65536", NULL };
+
+		test_kill("kill-rolling", small);
+	}
 	test_host();
 	test_time();
 	test_corrupt();

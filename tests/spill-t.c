@@ -27,7 +27,7 @@
 #include "tap.h"
 #include "testutil.h"
 
-#define NTESTS 131
+#define NTESTS 136
 
 #define TOPIC "orders"
 #define KiB 1024u
@@ -1214,6 +1214,116 @@ static void test_hole(void)
 	tu_cleanup(dir);
 }
 
+/*
+ * Power loss while the segment before the last was not synced yet (a
+ * syncer finishes it while the next one is written): only the last two
+ * segments can be damaged, and recovery checks both from their start.
+ * Simulated on a log written through a syncer: blocks lost in the middle
+ * of that segment (zeros, its tail intact) are found and reported; a tail
+ * that was allocated but never written (zeros to the end) is cut, the
+ * hole up to the last segment reported, and the last segment's frames
+ * kept; and recovery syncs both segments, so synced starts at the end.
+ */
+static void test_unsynced(void)
+{
+	char dir[256], path[512];
+	struct shmq_spill_opts o = small_opts();
+	struct shmq_spill_syncer *sy = NULL;
+	struct shmq_spill_recovery rep;
+	struct shmq_spill_log *log;
+	struct shmq_spill_stat st;
+	struct model m = { 0 };
+	uint64_t firsts[64], zfrom, zto;
+	unsigned long calls;
+	size_t nf, i, a, b, z, len;
+	uint8_t *img, *copy;
+	int rc, bad = 0;
+
+	o.segment_bytes = 32 * KiB;
+	tu_make_dir("spill-unsynced", dir, sizeof(dir));
+	if (shmq__spill_syncer_start(&sy))
+		bail("syncer: %s", shmq_errdetail());
+	o.syncer = sy;
+	log = wopen(dir, &o, NULL);
+	if (!log)
+		bail("open");
+	for (i = 0, rc = 0; i < 300 && rc == 0; i++)
+		rc = add_msg(log, &m, 4, 300 + (uint32_t)(i * 7 % 200), i);
+	if (!rc)
+		rc = shmq__spill_sync(log);
+	shmq__spill_stat(log, &st);
+	ok(rc == 0 && st.synced_offset == m.end && st.segments >= 4,
+	   "300 frames through a syncer, %u segments, synced to the end", st.segments);
+	shmq__spill_close(log);
+	shmq__spill_syncer_stop(sy);
+	o.syncer = NULL;
+
+	nf = list_firsts(dir, firsts, 64);
+	for (a = 0; a < m.n && m.r[a].off < firsts[nf - 2]; a++)
+		;
+	for (b = a; b < m.n && m.r[b].off < firsts[nf - 1]; b++)
+		;
+	seg_path(dir, firsts[nf - 2], SHMQ_SPILL_SEG_EXT, path, sizeof(path));
+	img = slurp(path, &len);
+	copy = malloc(len);
+	if (!copy || b - a < 20)
+		bail("segment %zu has %zu frames", nf - 2, b - a);
+
+	/* Lost blocks early in it: before its last index entries. */
+	z = a + (b - a) / 4;
+	zfrom = rec_pos(&m, z, firsts[nf - 2]);
+	zto = rec_pos(&m, z + 2, firsts[nf - 2]);
+	memcpy(copy, img, len);
+	memset(copy + zfrom, 0, zto - zfrom);
+	spit(path, copy, len);
+	log = wopen(dir, &o, &rep);
+	ok(log && rep.corrupt == 1 && rep.corrupt_offset == m.r[z].off && rep.cuts == 0 &&
+		   rep.end_offset == m.end,
+	   "zeros in the middle of the segment before the last are found by recovery "
+	   "(corrupt at %" PRIu64 ")", rep.corrupt_offset);
+	diag_rep("middle", &rep);
+	shmq__spill_close(log);
+	spit(path, img, len);
+
+	/* Recovery syncs both unsynced segments (and only those). */
+	shmq__fault_reset();
+	log = wopen(dir, &o, &rep);
+	calls = shmq__fault_calls(SHMQ_FAULT_FDATASYNC);
+	shmq__fault_disarm();
+	ok(log && rep.cuts == 0 && rep.corrupt == 0 && calls == 2,
+	   "a whole log: recovery fdatasyncs the last two segments (%lu calls)", calls);
+	shmq__spill_close(log);
+
+	/* Written, allocated, never reached the disk: zeros to its end. */
+	zfrom = rec_pos(&m, b - 3, firsts[nf - 2]);
+	memcpy(copy, img, len);
+	memset(copy + zfrom, 0, len - zfrom);
+	spit(path, copy, len);
+	log = wopen(dir, &o, &rep);
+	ok(log && rep.cuts == 1 && rep.cut_offset == m.r[b - 3].off &&
+		   rep.cut_bytes == len - zfrom && rep.holes == 1 &&
+		   rep.hole_offset == m.r[b - 3].off && rep.end_offset == m.end,
+	   "a zeroed tail of the segment before the last is cut, the hole to the last "
+	   "segment reported, the log's end kept");
+	diag_rep("tail", &rep);
+	if (log) {
+		/* The log goes on after the last segment. */
+		rc = add_msg(log, &m, 1, 10, 999);
+		if (!rc)
+			rc = shmq__spill_sync(log);
+		bad += rc != 0;
+		shmq__spill_close(log);
+	}
+	bad += read_range(dir, &m, 0, b - 3, false);
+	bad += read_seq(dir, &m, b, m.n);
+	is_int(bad, 0, "the frames before the cut, and those of the last segment "
+	       "(and one appended after reopening), read back");
+	free(copy);
+	free(img);
+	model_free(&m);
+	tu_cleanup(dir);
+}
+
 /* Is a file of that path mapped into this process? */
 static bool mapped(const char *path)
 {
@@ -1455,6 +1565,7 @@ int main(void)
 	test_retention();
 	test_seek();
 	test_hole();
+	test_unsynced();
 	test_mapped_cut();
 	test_headers();
 	test_follow();
