@@ -374,12 +374,43 @@ static int r_seek_seg(struct shmq_spill_reader *r, uint64_t x)
 	return -EAGAIN;
 }
 
+/*
+ * The frame at x where the last read ended, in a mapped (sealed) segment:
+ * every read of a replay but the first of each segment.  It is parsed
+ * where it lies, with the same checks and CRC as any other read; only a
+ * frame that passes them all is answered here.  Anything else (the end of
+ * the segment, a frame that is not whole in the mapping, damage) returns
+ * false and goes the long way, which decides what it is, so errors and
+ * their reports are the same as before.
+ */
+static inline bool r_next_mapped(struct shmq_spill_reader *r, uint64_t x,
+				 struct shmq_frame_view *v)
+{
+	struct shmq_sfile *f = &r->f;
+	uint64_t pos = r->seq_pos;
+	uint32_t flen;
+	size_t need;
+
+	if (!r->seq || x != r->seq_off || !f->map ||
+	    pos >= f->map_len || f->map_len - pos < SHMQ_FRAME_HEADER)
+		return false;
+	shmq__spill_sf_ahead(f, (size_t)pos, SHMQ_FRAME_HEADER);
+	if (shmq__spill_frame_parse(f->map + pos, f->map_len - (size_t)pos, x,
+				    f->max_frame, v, &flen, &need) != SHMQ_FRAME_OK)
+		return false;
+	r->seq_off = x + v->size;
+	r->seq_pos = pos + flen;
+	return true;
+}
+
 int shmq__spill_read(struct shmq_spill_reader *r, uint64_t x, struct shmq_frame_view *v)
 {
 	uint64_t pos = 0, q, s;
 	uint32_t flen;
 	int rc, st, hops;
 
+	if (r_next_mapped(r, x, v))
+		return 0;
 	if (x & (SHMQ_FRAME_ALIGN - 1))
 		return shmq__fail(-EINVAL, "%s: offset %" PRIu64 " is not aligned", r->path, x);
 	for (hops = 0; hops < 4; hops++) {

@@ -122,21 +122,24 @@ _Static_assert(sizeof(struct shmq_spill_idx_entry) == 32, "idx entry");
  */
 
 /*
- * CRC-32C of n bytes, continuing from crc (0 to start).  Hardware (SSE4.2,
- * three streams joined with PCLMULQDQ when the CPU has both) when the CPU
- * has it, chosen at the first call; else slicing-by-8.
+ * CRC-32C of n bytes, continuing from crc (0 to start).  Hardware when the
+ * CPU has it, chosen at the first call: folding with VPCLMULQDQ (AVX2), or
+ * SSE4.2 on three streams joined with PCLMULQDQ, or on one; else
+ * slicing-by-8.
  * shmq__crc32c(0, "123456789", 9) == 0xE3069283.  Thread-safe.
  */
 uint32_t shmq__crc32c(uint32_t crc, const void *buf, size_t n);
 /*
  * The implementations, for tests: _sw slicing-by-8, _hw one crc32q chain,
- * _hw3 three chains joined by PCLMULQDQ.  Each falls back to the one
- * before when the CPU lacks what it needs.
+ * _hw3 three chains joined by PCLMULQDQ, _fold VPCLMULQDQ folding.  Each
+ * falls back to the one before when the CPU lacks what it needs.
  */
 uint32_t shmq__crc32c_sw(uint32_t crc, const void *buf, size_t n);
 uint32_t shmq__crc32c_hw(uint32_t crc, const void *buf, size_t n);
 uint32_t shmq__crc32c_hw3(uint32_t crc, const void *buf, size_t n);
-/* "sse4.2 x3 + pclmul", "sse4.2" or "slicing-by-8": what shmq__crc32c uses. */
+uint32_t shmq__crc32c_fold(uint32_t crc, const void *buf, size_t n);
+/* "vpclmulqdq fold (avx2)", "sse4.2 x3 + pclmul", "sse4.2" or "slicing-by-8":
+ * what shmq__crc32c uses. */
 const char *shmq__crc32c_impl(void);
 
 /* ------------------------------------------------------------------------

@@ -27,7 +27,7 @@
 #include "tap.h"
 #include "testutil.h"
 
-#define NTESTS 136
+#define NTESTS 138
 
 #define TOPIC "orders"
 #define KiB 1024u
@@ -342,7 +342,7 @@ static void test_crc(void)
 	uint8_t *buf = malloc(BIG + 16);
 	uint64_t s = 42;
 	size_t n, off;
-	int i, bad = 0, bad3 = 0, badc = 0;
+	int i, bad = 0, bad3 = 0, badf = 0, badc = 0;
 
 	if (!buf)
 		bail("out of memory");
@@ -351,21 +351,25 @@ static void test_crc(void)
 	is_int(shmq__crc32c_sw(0, check, 9), 0xe3069283, "slicing-by-8 check value");
 	is_int(shmq__crc32c_hw(0, check, 9), 0xe3069283, "sse4.2 check value");
 	is_int(shmq__crc32c_hw3(0, check, 9), 0xe3069283, "sse4.2 x3 check value");
+	is_int(shmq__crc32c_fold(0, check, 9), 0xe3069283, "vpclmulqdq fold check value");
 	is_int(shmq__crc32c(0, "", 0), 0, "crc of nothing is 0");
 	fill(buf, BIG + 16, 7);
 	for (n = 0; n <= EVERY; n++) {
 		uint32_t init = n & 1 ? (uint32_t)mix(&s) : 0;
-		uint32_t a, b, c;
+		uint32_t a, b, c, f;
 
 		off = n % 8;
 		a = shmq__crc32c_sw(init, buf + off, n);
 		b = shmq__crc32c_hw(init, buf + off, n);
 		c = shmq__crc32c_hw3(init, buf + off, n);
+		f = shmq__crc32c_fold(init, buf + off, n);
 		bad += a != b;
 		bad3 += a != c;
+		badf += a != f;
 	}
 	is_int(bad, 0, "software and one-chain hardware CRCs agree on every length to %d", EVERY);
 	is_int(bad3, 0, "software and three-stream CRCs agree on every length to %d", EVERY);
+	is_int(badf, 0, "software and folding CRCs agree on every length to %d", EVERY);
 	for (i = 0; i < 300; i++) {
 		size_t cut;
 		uint32_t a, b, c;
@@ -376,9 +380,9 @@ static void test_crc(void)
 		a = shmq__crc32c_sw(0, buf + off, n);
 		b = shmq__crc32c_hw3(0, buf + off, n);
 		c = shmq__crc32c(shmq__crc32c(0, buf + off, cut), buf + off + cut, n - cut);
-		badc += a != b || a != c;
+		badc += a != b || a != c || a != shmq__crc32c_fold(0, buf + off, n);
 	}
-	is_int(badc, 0, "software, three-stream and chained CRCs agree on 300 buffers to 64 KiB");
+	is_int(badc, 0, "software, three-stream, folding and chained CRCs agree on 300 buffers to 64 KiB");
 	free(buf);
 }
 
