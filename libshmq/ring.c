@@ -32,9 +32,9 @@
  * producer records (partition, position, length) in its slot, so that shmqd
  * can pad the claim over if the producer dies before committing (reap.c).
  *
- * Committing.  The producer writes the header and payload, then publishes
+ * Committing.  The producer writes the payload and header, then publishes
  * the seal (pos | COMMITTED, plus PAD for padding) with a CAS from the value
- * it found there when it claimed.  shmqd pads an abandoned or stalled claim
+ * it finds there just before.  shmqd pads an abandoned or stalled claim
  * with the same CAS, so exactly one of them decides what the frame is; the
  * loser of the race learns it (a late commit returns SHMQ_EREVOKED).
  *
@@ -684,7 +684,6 @@ int shmq__ring_claim(struct shmq_map *m, struct shmq_producer_slot *slot,
 	struct shmq_part_header *ph = shmq__part(m, part);
 	uint64_t cap = m->geo.ring_bytes, deadline = 0, full_since = 0, now;
 	uint64_t head, off, len, fpos, end;
-	struct shmq_frame *f;
 	uint8_t *ring = shmq__ring(m, part);
 	uint32_t backoff = 16;
 	int rc;
@@ -761,14 +760,11 @@ int shmq__ring_claim(struct shmq_map *m, struct shmq_producer_slot *slot,
 	if (fpos != head)
 		seal_pad(ring, m->mask, head, (uint32_t)(cap - off));
 
-	f = (struct shmq_frame *)(ring + (fpos & m->mask));
 	c->part = part;
 	c->pos = head;
 	c->len = (uint32_t)len;
 	c->frame_pos = fpos;
 	c->frame_len = frame_len;
-	c->seal_seen = ck_pr_load_64(&f->seal);
-	ck_pr_store_32(&f->size, frame_len);
 	return 0;
 }
 
@@ -779,15 +775,25 @@ int shmq__ring_commit(struct shmq_map *m, struct shmq_producer_slot *slot,
 	struct shmq_frame *f = (struct shmq_frame *)(shmq__ring(m, c->part) +
 						     (c->frame_pos & m->mask));
 	uint64_t want = c->frame_pos | SHMQ_SEAL_COMMITTED | (pad ? SHMQ_SEAL_PAD : 0);
-	uint64_t seen = c->seal_seen;
+	/*
+	 * What the seal holds now: an earlier lap's word, or shmqd's padding
+	 * of our claim.  Read here rather than when we claimed: only a padder
+	 * may write the seal of a claimed frame, and it does so with a CAS
+	 * from whatever it found, so if it pads after this load our CAS below
+	 * fails, and if it padded before, we see its position.  Reading the
+	 * seal line only now keeps it out of our cache while a consumer spins
+	 * on it, until the stores that publish it.
+	 */
+	uint64_t seen = ck_pr_load_64(&f->seal);
 	int rc = 0;
 
 	if ((seen & ~SHMQ_SEAL_FLAGS) == c->frame_pos &&
 	    (seen & (SHMQ_SEAL_COMMITTED | SHMQ_SEAL_PAD))) {
-		/* shmqd padded it (or is padding it) before we even looked. */
+		/* shmqd padded it (or is padding it) before we got here. */
 		rc = SHMQ_EREVOKED;
 	} else {
 		if (pad) {
+			ck_pr_store_32(&f->size, c->frame_len);
 			ck_pr_store_16(&f->key_len, 0);
 			ck_pr_store_32(&f->value_len, 0);
 		}
