@@ -153,24 +153,18 @@ static inline bool pos_before(uint64_t a, uint64_t b)
 	return (int64_t)(a - b) < 0;
 }
 
-int shmq__frame_decode(const uint8_t *ring, uint64_t ring_bytes, uint64_t pos,
-		       uint32_t max_frame, struct shmq_frame_view *v)
+/*
+ * The rest of shmq__frame_decode, for a frame at pos (aligned) whose seal,
+ * read before a load fence, says committed at pos.
+ */
+static inline int decode_sealed(const uint8_t *ring, uint64_t ring_bytes,
+				uint64_t pos, uint64_t seal, uint32_t max_frame,
+				struct shmq_frame_view *v)
 {
-	const struct shmq_frame *f;
-	uint64_t off, seal;
+	uint64_t off = pos & (ring_bytes - 1);
+	const struct shmq_frame *f = (const struct shmq_frame *)(ring + off);
 	uint32_t size, value_len, ext;
 	uint16_t key_len, flags;
-
-	if (pos & (SHMQ_FRAME_ALIGN - 1))
-		return SHMQ_FRAME_BAD;
-	off = pos & (ring_bytes - 1);
-	f = (const struct shmq_frame *)(ring + off);
-
-	seal = ck_pr_load_64(&f->seal);
-	if ((seal & ~SHMQ_SEAL_FLAGS) != pos || !(seal & SHMQ_SEAL_COMMITTED))
-		return SHMQ_FRAME_PENDING;
-	/* Acquire: the header and payload were written before the seal. */
-	ck_pr_fence_load();
 
 	size = ck_pr_load_32(&f->size);
 	if (size < SHMQ_FRAME_HEADER || (size & (SHMQ_FRAME_ALIGN - 1)) ||
@@ -215,6 +209,21 @@ int shmq__frame_decode(const uint8_t *ring, uint64_t ring_bytes, uint64_t pos,
 	v->key = ring + off + SHMQ_FRAME_HEADER + ext;
 	v->value = v->key + key_len;
 	return SHMQ_FRAME_OK;
+}
+
+int shmq__frame_decode(const uint8_t *ring, uint64_t ring_bytes, uint64_t pos,
+		       uint32_t max_frame, struct shmq_frame_view *v)
+{
+	uint64_t seal;
+
+	if (pos & (SHMQ_FRAME_ALIGN - 1))
+		return SHMQ_FRAME_BAD;
+	seal = ck_pr_load_64(&((const struct shmq_frame *)(ring + (pos & (ring_bytes - 1))))->seal);
+	if ((seal & ~SHMQ_SEAL_FLAGS) != pos || !(seal & SHMQ_SEAL_COMMITTED))
+		return SHMQ_FRAME_PENDING;
+	/* Acquire: the header and payload were written before the seal. */
+	ck_pr_fence_load();
+	return decode_sealed(ring, ring_bytes, pos, seal, max_frame, v);
 }
 
 /*
@@ -839,10 +848,10 @@ void shmq__ring_wake_consumers(struct shmq_map *m)
  * A committed frame at x: ask for the rest of its lines at once, so that
  * their misses overlap with the work of the take (and with each other)
  * instead of coming one after the other when the application reads the
- * message.  The size is read before decode's fence and not checked: it
- * is only a hint here, a prefetch cannot fault, and the
- * lines asked for stay inside the ring.  Larger frames are left to the
- * hardware's stream prefetcher once it has seen these.
+ * message.  The size is not checked yet: it is only a hint here, a
+ * prefetch cannot fault, and the lines asked for stay inside the ring.
+ * Larger frames are left to the hardware's stream prefetcher once it has
+ * seen these.
  */
 static inline void prefetch_frame(const uint8_t *ring, uint64_t mask, uint64_t x)
 {
@@ -887,18 +896,29 @@ int shmq__ring_take(struct shmq_map *m, uint32_t part, uint32_t g,
 		seal = ck_pr_load_64(&((const struct shmq_frame *)(ring + (x & m->mask)))->seal);
 		if ((seal & ~SHMQ_SEAL_FLAGS) != x || !(seal & SHMQ_SEAL_COMMITTED))
 			return -EAGAIN;
+		/* Acquire: the header and payload were written before the seal. */
+		ck_pr_fence_load();
 		prefetch_frame(ring, m->mask, x);
 		ck_pr_store_64(hold, x);
-		rc = shmq__frame_decode(ring, cap, x, max_frame, v);
-		if (rc == SHMQ_FRAME_PENDING) {
-			/* Lapped between the two looks: x is stale. */
-			ck_pr_store_64(hold, SHMQ_POS_NONE);
-			continue;
-		}
+		/*
+		 * The header is read once, after the hold store or before it:
+		 * what proves it whole is the cursor CAS below (or, spilling,
+		 * the look at the tail after it), not the hold, which only
+		 * keeps the frame once the CAS made it ours.  A frame lapped
+		 * since we read its seal fails the CAS, or decodes as bad with
+		 * the cursor moved on.
+		 */
+		rc = decode_sealed(ring, cap, x, seal, max_frame, v);
 		if (rc == SHMQ_FRAME_BAD) {
 			ck_pr_store_64(hold, SHMQ_POS_NONE);
-			/* A stale read the cursor already left is not corruption. */
-			if (ck_pr_load_64(&cur->next) != x)
+			/*
+			 * A stale read the cursor already left, or (spilling)
+			 * one producers may already have reused, is not
+			 * corruption: the next look decides.
+			 */
+			ck_pr_fence_load();
+			if (ck_pr_load_64(&cur->next) != x ||
+			    (spilling && pos_before(x, ck_pr_load_64(&ph->tail))))
 				continue;
 			return SHMQ_ECORRUPT;
 		}
