@@ -927,7 +927,9 @@ static int try_all(struct shmq_consumer *c, struct shmq_msg *msg)
 	uint32_t n = m->geo.partitions, i;
 	int rc;
 
-	if (c->leases) {
+	/* What take_parked looks at first, without the call for most polls. */
+	if (c->leases &&
+	    (c->nacked || ck_pr_load_32(&shmq__group(m, c->group)->parked))) {
 		rc = try_parked(c, msg);
 		if (rc != -EAGAIN)
 			return rc;

@@ -34,6 +34,10 @@ struct shmq_producer {
 	uint64_t *written;   /* per partition: end of our last commit, 0 = none */
 	bool claimed;
 	struct shmq_ring_claim claim;
+	/* The claimed frame's header fields, written by write_header(). */
+	uint16_t key_len;
+	uint16_t frame_flags;
+	uint32_t value_len;
 	/* With an identity (idempotent.c), else ident_id == 0: */
 	uint64_t ident_id;   /* producer id carried by its frames */
 	uint32_t ident;	     /* its slot */
@@ -147,6 +151,27 @@ void shmq_producer_close(shmq_producer_t *p)
 	free(p);
 }
 
+/*
+ * The claimed frame's header, but the seal: shmq_send writes it after the
+ * value, right before the seal CAS, so that the frame's first line, on which
+ * an idle consumer spins (ring.c, take), goes to this CPU once, for the
+ * stores that publish the message, rather than once for the header and
+ * again for the seal.  The timestamp is taken then too: publication is the
+ * seal CAS.  Nothing reads these fields before the seal says committed.
+ */
+static void write_header(struct shmq_producer *p)
+{
+	struct shmq_frame *f = (struct shmq_frame *)(shmq__ring(p->map, p->claim.part) +
+						     (p->claim.frame_pos & p->map->mask));
+
+	f->size = p->claim.frame_len;
+	f->key_len = p->key_len;
+	f->flags = p->frame_flags;
+	f->value_len = p->value_len;
+	f->crc = 0;
+	f->timestamp_ns = shmq__fastclock_ns(&p->clock);
+}
+
 /* Commit the claim and remember how far this handle wrote, for flush. */
 static int commit(struct shmq_producer *p)
 {
@@ -172,8 +197,9 @@ static int choose_partition(struct shmq_producer *p, int partition,
 }
 
 /*
- * Claim room for a frame and fill its header, extension (seq != 0: a
- * producer with an identity) and key.  *value is where the value goes.
+ * Claim room for a frame and fill its extension (seq != 0: a producer with
+ * an identity) and key; write_header() writes the header later.  *value is
+ * where the value goes.
  */
 static int claim_frame(struct shmq_producer *p, int partition, uint64_t seq,
 		       const void *key, size_t key_len, size_t value_len,
@@ -207,17 +233,15 @@ static int claim_frame(struct shmq_producer *p, int partition, uint64_t seq,
 		return rc;
 	f = (struct shmq_frame *)(shmq__ring(m, (uint32_t)part) +
 				  (p->claim.frame_pos & m->mask));
-	f->key_len = (uint16_t)key_len;
-	f->flags = 0;
+	p->key_len = (uint16_t)key_len;
+	p->frame_flags = 0;
+	p->value_len = (uint32_t)value_len;
 	if (ext) {
 		struct shmq_frame_ext e = { p->ident_id, seq };
 
-		f->flags = SHMQ_FRAME_PRODUCER;
+		p->frame_flags = SHMQ_FRAME_PRODUCER;
 		memcpy((uint8_t *)f + SHMQ_FRAME_HEADER, &e, sizeof(e));
 	}
-	f->value_len = (uint32_t)value_len;
-	f->crc = 0;
-	f->timestamp_ns = shmq__fastclock_ns(&p->clock);
 	if (key_len)
 		memcpy((uint8_t *)f + SHMQ_FRAME_HEADER + ext, key, key_len);
 	p->claimed = true;
@@ -239,6 +263,7 @@ int shmq_send(shmq_producer_t *p, int partition, const void *key,
 		return part;
 	if (value_len)
 		memcpy(dst, value, value_len);
+	write_header(p);
 	p->claimed = false;
 	rc = commit(p);
 	if (rc)
@@ -260,6 +285,8 @@ int shmq_producer_claim(shmq_producer_t *p, int partition, const void *key,
 	part = claim_frame(p, partition, 0, key, key_len, value_len, timeout_ms, &dst);
 	if (part < 0)
 		return part;
+	/* The application writes the value for as long as it likes: not there. */
+	write_header(p);
 	claim->value = dst;
 	claim->value_len = value_len;
 	claim->partition = (uint32_t)part;
@@ -362,6 +389,7 @@ int shmq_producer_send_seq(shmq_producer_t *p, int partition, uint64_t seq,
 	part = (uint32_t)rc;
 	if (value_len)
 		memcpy(dst, value, value_len);
+	write_header(p);
 	p->claimed = false;
 	/* The attempt is recorded before the commit can publish it. */
 	shmq__ident_try(p->map, part, p->ident, seq, p->claim.frame_pos);

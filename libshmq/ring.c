@@ -32,9 +32,9 @@
  * producer records (partition, position, length) in its slot, so that shmqd
  * can pad the claim over if the producer dies before committing (reap.c).
  *
- * Committing.  The producer writes the header and payload, then publishes
+ * Committing.  The producer writes the payload and header, then publishes
  * the seal (pos | COMMITTED, plus PAD for padding) with a CAS from the value
- * it found there when it claimed.  shmqd pads an abandoned or stalled claim
+ * it finds there just before.  shmqd pads an abandoned or stalled claim
  * with the same CAS, so exactly one of them decides what the frame is; the
  * loser of the race learns it (a late commit returns SHMQ_EREVOKED).
  *
@@ -153,24 +153,18 @@ static inline bool pos_before(uint64_t a, uint64_t b)
 	return (int64_t)(a - b) < 0;
 }
 
-int shmq__frame_decode(const uint8_t *ring, uint64_t ring_bytes, uint64_t pos,
-		       uint32_t max_frame, struct shmq_frame_view *v)
+/*
+ * The rest of shmq__frame_decode, for a frame at pos (aligned) whose seal,
+ * read before a load fence, says committed at pos.
+ */
+static inline int decode_sealed(const uint8_t *ring, uint64_t ring_bytes,
+				uint64_t pos, uint64_t seal, uint32_t max_frame,
+				struct shmq_frame_view *v)
 {
-	const struct shmq_frame *f;
-	uint64_t off, seal;
+	uint64_t off = pos & (ring_bytes - 1);
+	const struct shmq_frame *f = (const struct shmq_frame *)(ring + off);
 	uint32_t size, value_len, ext;
 	uint16_t key_len, flags;
-
-	if (pos & (SHMQ_FRAME_ALIGN - 1))
-		return SHMQ_FRAME_BAD;
-	off = pos & (ring_bytes - 1);
-	f = (const struct shmq_frame *)(ring + off);
-
-	seal = ck_pr_load_64(&f->seal);
-	if ((seal & ~SHMQ_SEAL_FLAGS) != pos || !(seal & SHMQ_SEAL_COMMITTED))
-		return SHMQ_FRAME_PENDING;
-	/* Acquire: the header and payload were written before the seal. */
-	ck_pr_fence_load();
 
 	size = ck_pr_load_32(&f->size);
 	if (size < SHMQ_FRAME_HEADER || (size & (SHMQ_FRAME_ALIGN - 1)) ||
@@ -215,6 +209,21 @@ int shmq__frame_decode(const uint8_t *ring, uint64_t ring_bytes, uint64_t pos,
 	v->key = ring + off + SHMQ_FRAME_HEADER + ext;
 	v->value = v->key + key_len;
 	return SHMQ_FRAME_OK;
+}
+
+int shmq__frame_decode(const uint8_t *ring, uint64_t ring_bytes, uint64_t pos,
+		       uint32_t max_frame, struct shmq_frame_view *v)
+{
+	uint64_t seal;
+
+	if (pos & (SHMQ_FRAME_ALIGN - 1))
+		return SHMQ_FRAME_BAD;
+	seal = ck_pr_load_64(&((const struct shmq_frame *)(ring + (pos & (ring_bytes - 1))))->seal);
+	if ((seal & ~SHMQ_SEAL_FLAGS) != pos || !(seal & SHMQ_SEAL_COMMITTED))
+		return SHMQ_FRAME_PENDING;
+	/* Acquire: the header and payload were written before the seal. */
+	ck_pr_fence_load();
+	return decode_sealed(ring, ring_bytes, pos, seal, max_frame, v);
 }
 
 /*
@@ -511,6 +520,36 @@ static void take_lapped(struct walk_cursor *w, uint64_t t,
 }
 
 /*
+ * What the tail walk needs of the frame at t: whether it is committed, its
+ * size (bounded as shmq__frame_decode bounds it, so the walk stays in the
+ * ring) and whether it is padding.  The rest of a message's header is not
+ * the walk's to check: the walk only steps over the frame to reuse its
+ * bytes, and a reader of it decodes it in full.  Half the cost of a full
+ * decode, for every frame a producer reuses.
+ */
+static int walk_frame(const uint8_t *ring, uint64_t ring_bytes, uint64_t t,
+		      uint32_t max_frame, struct shmq_frame_view *v)
+{
+	uint64_t off = t & (ring_bytes - 1);
+	const struct shmq_frame *f = (const struct shmq_frame *)(ring + off);
+	uint64_t seal = ck_pr_load_64(&f->seal);
+	uint32_t size;
+
+	if ((seal & ~SHMQ_SEAL_FLAGS) != t || !(seal & SHMQ_SEAL_COMMITTED))
+		return SHMQ_FRAME_PENDING;
+	/* Acquire: the size was written before the seal. */
+	ck_pr_fence_load();
+	size = ck_pr_load_32(&f->size);
+	if (size < SHMQ_FRAME_HEADER || (size & (SHMQ_FRAME_ALIGN - 1)) ||
+	    size > ring_bytes - off || (!(seal & SHMQ_SEAL_PAD) && size > max_frame))
+		return SHMQ_FRAME_BAD;
+	v->pos = t;
+	v->size = size;
+	v->pad = seal & SHMQ_SEAL_PAD;
+	return SHMQ_FRAME_OK;
+}
+
+/*
  * Make room so that a claim may end at `end`: producers may overwrite
  * positions below `reuse` (a frame at p lives at p & mask, so a claim may
  * end at reuse + ring).  Under the tail lock:
@@ -565,7 +604,7 @@ static int make_room(struct shmq_map *m, uint32_t part, uint64_t end,
 		struct shmq_frame_view v;
 		int st;
 
-		st = shmq__frame_decode(ring, cap, t, max_frame, &v);
+		st = walk_frame(ring, cap, t, max_frame, &v);
 		if (st == SHMQ_FRAME_PENDING)
 			break; /* a claim not yet committed: not ours to reuse */
 		/*
@@ -684,7 +723,6 @@ int shmq__ring_claim(struct shmq_map *m, struct shmq_producer_slot *slot,
 	struct shmq_part_header *ph = shmq__part(m, part);
 	uint64_t cap = m->geo.ring_bytes, deadline = 0, full_since = 0, now;
 	uint64_t head, off, len, fpos, end;
-	struct shmq_frame *f;
 	uint8_t *ring = shmq__ring(m, part);
 	uint32_t backoff = 16;
 	int rc;
@@ -761,14 +799,11 @@ int shmq__ring_claim(struct shmq_map *m, struct shmq_producer_slot *slot,
 	if (fpos != head)
 		seal_pad(ring, m->mask, head, (uint32_t)(cap - off));
 
-	f = (struct shmq_frame *)(ring + (fpos & m->mask));
 	c->part = part;
 	c->pos = head;
 	c->len = (uint32_t)len;
 	c->frame_pos = fpos;
 	c->frame_len = frame_len;
-	c->seal_seen = ck_pr_load_64(&f->seal);
-	ck_pr_store_32(&f->size, frame_len);
 	return 0;
 }
 
@@ -779,15 +814,25 @@ int shmq__ring_commit(struct shmq_map *m, struct shmq_producer_slot *slot,
 	struct shmq_frame *f = (struct shmq_frame *)(shmq__ring(m, c->part) +
 						     (c->frame_pos & m->mask));
 	uint64_t want = c->frame_pos | SHMQ_SEAL_COMMITTED | (pad ? SHMQ_SEAL_PAD : 0);
-	uint64_t seen = c->seal_seen;
+	/*
+	 * What the seal holds now: an earlier lap's word, or shmqd's padding
+	 * of our claim.  Read here rather than when we claimed: only a padder
+	 * may write the seal of a claimed frame, and it does so with a CAS
+	 * from whatever it found, so if it pads after this load our CAS below
+	 * fails, and if it padded before, we see its position.  Reading the
+	 * seal line only now keeps it out of our cache while a consumer spins
+	 * on it, until the stores that publish it.
+	 */
+	uint64_t seen = ck_pr_load_64(&f->seal);
 	int rc = 0;
 
 	if ((seen & ~SHMQ_SEAL_FLAGS) == c->frame_pos &&
 	    (seen & (SHMQ_SEAL_COMMITTED | SHMQ_SEAL_PAD))) {
-		/* shmqd padded it (or is padding it) before we even looked. */
+		/* shmqd padded it (or is padding it) before we got here. */
 		rc = SHMQ_EREVOKED;
 	} else {
 		if (pad) {
+			ck_pr_store_32(&f->size, c->frame_len);
 			ck_pr_store_16(&f->key_len, 0);
 			ck_pr_store_32(&f->value_len, 0);
 		}
@@ -826,6 +871,29 @@ void shmq__ring_wake_consumers(struct shmq_map *m)
 	shmq__event_signal(&m->hdr->data_seq, &m->hdr->data_waiters);
 }
 
+/* How many lines of a frame past its first a take prefetches. */
+#define TAKE_PREFETCH_LINES 8u
+
+/*
+ * A committed frame at x: ask for the rest of its lines at once, so that
+ * their misses overlap with the work of the take (and with each other)
+ * instead of coming one after the other when the application reads the
+ * message.  The size is not checked yet: it is only a hint here, a
+ * prefetch cannot fault, and the lines asked for stay inside the ring.
+ * Larger frames are left to the hardware's stream prefetcher once it has
+ * seen these.
+ */
+static inline void prefetch_frame(const uint8_t *ring, uint64_t mask, uint64_t x)
+{
+	uint64_t off = x & mask, a = (off & ~(uint64_t)(SHMQ_CACHELINE - 1)) + SHMQ_CACHELINE;
+	const struct shmq_frame *f = (const struct shmq_frame *)(ring + off);
+	uint64_t end = off + ck_pr_load_32(&f->size);
+	uint32_t i;
+
+	for (i = 0; i < TAKE_PREFETCH_LINES && a < end; i++, a += SHMQ_CACHELINE)
+		__builtin_prefetch(ring + (a & mask));
+}
+
 int shmq__ring_take(struct shmq_map *m, uint32_t part, uint32_t g,
 		    uint32_t member, struct shmq_member_slot *lease,
 		    struct shmq_frame_view *v)
@@ -858,17 +926,29 @@ int shmq__ring_take(struct shmq_map *m, uint32_t part, uint32_t g,
 		seal = ck_pr_load_64(&((const struct shmq_frame *)(ring + (x & m->mask)))->seal);
 		if ((seal & ~SHMQ_SEAL_FLAGS) != x || !(seal & SHMQ_SEAL_COMMITTED))
 			return -EAGAIN;
+		/* Acquire: the header and payload were written before the seal. */
+		ck_pr_fence_load();
+		prefetch_frame(ring, m->mask, x);
 		ck_pr_store_64(hold, x);
-		rc = shmq__frame_decode(ring, cap, x, max_frame, v);
-		if (rc == SHMQ_FRAME_PENDING) {
-			/* Lapped between the two looks: x is stale. */
-			ck_pr_store_64(hold, SHMQ_POS_NONE);
-			continue;
-		}
+		/*
+		 * The header is read once, after the hold store or before it:
+		 * what proves it whole is the cursor CAS below (or, spilling,
+		 * the look at the tail after it), not the hold, which only
+		 * keeps the frame once the CAS made it ours.  A frame lapped
+		 * since we read its seal fails the CAS, or decodes as bad with
+		 * the cursor moved on.
+		 */
+		rc = decode_sealed(ring, cap, x, seal, max_frame, v);
 		if (rc == SHMQ_FRAME_BAD) {
 			ck_pr_store_64(hold, SHMQ_POS_NONE);
-			/* A stale read the cursor already left is not corruption. */
-			if (ck_pr_load_64(&cur->next) != x)
+			/*
+			 * A stale read the cursor already left, or (spilling)
+			 * one producers may already have reused, is not
+			 * corruption: the next look decides.
+			 */
+			ck_pr_fence_load();
+			if (ck_pr_load_64(&cur->next) != x ||
+			    (spilling && pos_before(x, ck_pr_load_64(&ph->tail))))
 				continue;
 			return SHMQ_ECORRUPT;
 		}

@@ -272,7 +272,6 @@ struct shmq_ring_claim {
 	uint32_t len;	    /* claim length */
 	uint64_t frame_pos; /* where the message's frame starts */
 	uint32_t frame_len;
-	uint64_t seal_seen; /* seal word found at frame_pos when claimed */
 };
 
 /*
@@ -287,8 +286,11 @@ int shmq__ring_claim(struct shmq_map *m, struct shmq_producer_slot *slot,
 		     bool busy_wait, uint64_t *limit_cache,
 		     struct shmq_ring_claim *c);
 
-/* Seal the claimed frame as a message (or as padding when pad).  Returns
- * 0 or SHMQ_EREVOKED. */
+/*
+ * Seal the claimed frame as a message (or as padding when pad).  The caller
+ * has written a message's whole header but the seal (the size included);
+ * padding gets its header here.  Returns 0 or SHMQ_EREVOKED.
+ */
 int shmq__ring_commit(struct shmq_map *m, struct shmq_producer_slot *slot,
 		      const struct shmq_ring_claim *c, bool pad);
 
