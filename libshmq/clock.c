@@ -81,11 +81,33 @@ void shmq__fastclock_init(struct shmq_fastclock *c)
 	c->tsc = tsc_usable;
 }
 
-/* Read the real clock and move the model's base (and rate) to now. */
-static uint64_t resync(struct shmq_fastclock *c, uint64_t tsc)
-{
-	uint64_t ns = shmq__now_ns();
+/*
+ * A (tsc, realtime) pair is only as good as the time between its two
+ * reads: a thread preempted in between would pair a TSC value with a clock
+ * read milliseconds later, and the model would be that far off until the
+ * next resync.  So the clock read is bracketed by two TSC reads and kept
+ * only if they are close (PAIR_TICKS: a few microseconds at any clock
+ * rate a TSC has; the reads themselves take some 100 ticks).
+ */
+#define PAIR_TICKS 20000u
+#define PAIR_TRIES 4
 
+/* Read the real clock and move the model's base (and rate) to now. */
+static uint64_t resync(struct shmq_fastclock *c)
+{
+	uint64_t t1 = 0, t2 = 0, tsc, ns = 0;
+	int k;
+
+	for (k = 0; k < PAIR_TRIES; k++) {
+		t1 = read_tsc();
+		ns = shmq__now_ns();
+		t2 = read_tsc();
+		if (t2 >= t1 && t2 - t1 < PAIR_TICKS)
+			break;
+	}
+	if (k == PAIR_TRIES)
+		return ns; /* no tight pair now: right for this call, model unchanged */
+	tsc = t1 + (t2 - t1) / 2;
 	if (!c->cal_tsc) {
 		c->cal_tsc = tsc;
 		c->cal_ns = ns;
@@ -115,7 +137,7 @@ uint64_t shmq__fastclock_ns(struct shmq_fastclock *c)
 	if (c->rate && tsc >= c->base_tsc && d < c->resync_ticks)
 		ns = c->base_ns + (uint64_t)(((unsigned __int128)d * c->rate) >> 32);
 	else
-		ns = resync(c, tsc);
+		ns = resync(c);
 	/*
 	 * Never backwards by the model's own error, per handle; a real step
 	 * back of the clock (more than a resync's worth) is followed.

@@ -55,8 +55,13 @@ int main(void)
 	for (i = 0; i < N; i++) {
 		uint64_t a = realtime(), t = shmq__fastclock_ns(&fc), b = realtime();
 
-		if (t + SLACK_NS < a || t > b + SLACK_NS)
-			outside++;
+		if (t + SLACK_NS < a || t > b + SLACK_NS) {
+			if (outside++ < 3)
+				diag("call %d: clock %llu, model %llu, clock %llu (rate %llu, base %llu/%llu)",
+				     i, (unsigned long long)a, (unsigned long long)t,
+				     (unsigned long long)b, (unsigned long long)fc.rate,
+				     (unsigned long long)fc.base_tsc, (unsigned long long)fc.base_ns);
+		}
 		if (t < last)
 			back++;
 		if (t > b && t - b > worst)
