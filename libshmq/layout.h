@@ -273,7 +273,7 @@ struct shmq_member_slot {
 	uint64_t lease_pos;
 	uint32_t lease_part;
 	uint32_t lease_count;	 /* delivery number of lease_pos */
-	uint64_t lease_since_ns; /* CLOCK_MONOTONIC when HELD began */
+	uint64_t lease_reserved;  /* 0 (shmqd times ack timeouts itself) */
 	uint32_t lease_reason;	 /* SHMQ_PARKED_*, while PARKED */
 	uint8_t reserved1[64 - 36];
 };

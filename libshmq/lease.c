@@ -78,13 +78,10 @@ void shmq__lease_prepare(struct shmq_member_slot *s, uint32_t part,
 			 uint64_t pos, uint32_t count)
 {
 	uint64_t l = ck_pr_load_64(&s->lease);
-	/* The clock only for a lease that can expire. */
-	uint64_t since_ns = ck_pr_load_32(&s->ack_timeout_ms) ? shmq__mono_ns() : 0;
 
 	ck_pr_store_64(&s->lease_pos, pos);
 	ck_pr_store_32(&s->lease_part, part);
 	ck_pr_store_32(&s->lease_count, count);
-	ck_pr_store_64(&s->lease_since_ns, since_ns);
 	ck_pr_fence_store();
 	ck_pr_store_64(&s->lease, lease_word(l + SHMQ_LEASE_SERIAL, SHMQ_LEASE_HELD));
 }
@@ -176,8 +173,6 @@ bool shmq__lease_take_parked(struct shmq_map *m, uint32_t g,
 	uint64_t to = back ? lease_word(v->word + SHMQ_LEASE_SERIAL, SHMQ_LEASE_HELD) :
 		lease_word(v->word, SHMQ_LEASE_FREE);
 
-	if (back)
-		ck_pr_store_64(&s->lease_since_ns, shmq__mono_ns());
 	if (!ck_pr_cas_64(&s->lease, v->word, to))
 		return false;
 	if (back)

@@ -206,22 +206,35 @@ static bool shared_member_gone(struct shmq_map *m, uint32_t i, uint32_t g)
 	}
 }
 
-/* A live member's lease that ran past its ack timeout goes back (lease.c). */
-static bool expire_lease(struct shmq_map *m, uint32_t i, uint64_t now_ns)
+/*
+ * A live member's lease that ran past its ack timeout goes back (lease.c).
+ * The reaper times it from the first pass that saw this very lease word
+ * (its serial changes with every take), so members never read a clock;
+ * the timeout is honoured to within a member pass (about 20 ms).
+ */
+static bool expire_lease(struct shmq_map *m, struct shmq_reap_state *st,
+			 uint32_t i, uint64_t now_ns)
 {
 	struct shmq_member_slot *s = shmq__member_slot(m, i);
+	struct shmq_reap_lease_memo *memo = &st->member[i];
 	uint32_t timeout_ms = ck_pr_load_32(&s->ack_timeout_ms);
-	uint64_t l, since;
+	uint64_t l;
 
 	if (!timeout_ms)
 		return false;
 	l = ck_pr_load_64(&s->lease);
-	if (shmq__lease_state(l) != SHMQ_LEASE_HELD)
+	if (shmq__lease_state(l) != SHMQ_LEASE_HELD) {
+		memo->word = 0;
 		return false;
-	ck_pr_fence_load(); /* the word before the field written before it */
-	since = ck_pr_load_64(&s->lease_since_ns);
-	if (now_ns < since || now_ns - since < (uint64_t)timeout_ms * 1000000)
+	}
+	if (memo->word != l || !memo->first_seen_ns) {
+		memo->word = l;
+		memo->first_seen_ns = now_ns | 1;
 		return false;
+	}
+	if (now_ns - memo->first_seen_ns < (uint64_t)timeout_ms * 1000000)
+		return false;
+	memo->word = 0;
 	return shmq__lease_park(m, s, l, SHMQ_PARKED_EXPIRED);
 }
 
@@ -394,7 +407,7 @@ void shmq__reap_topic(struct shmq_map *m, struct shmq_reap_state *st,
 		g = ck_pr_load_32(&s->group);
 		left = ck_pr_load_32(&s->flags) & SHMQ_MEMBER_LEFT;
 		if (!left && shmq__owner_alive(&o)) {
-			if (g < SHMQ_MAX_GROUPS && expire_lease(m, i, now_ns)) {
+			if (g < SHMQ_MAX_GROUPS && expire_lease(m, st, i, now_ns)) {
 				stats->expired_leases++;
 				woke = true;
 			}

@@ -265,7 +265,7 @@ uint64_t shmq__layout_signature(void)
 	SIG_FIELD(shmq_member_slot, lease_pos);
 	SIG_FIELD(shmq_member_slot, lease_part);
 	SIG_FIELD(shmq_member_slot, lease_count);
-	SIG_FIELD(shmq_member_slot, lease_since_ns);
+	SIG_FIELD(shmq_member_slot, lease_reserved);
 	SIG_FIELD(shmq_member_slot, lease_reason);
 
 	SIG(sizeof(struct shmq_cursor));

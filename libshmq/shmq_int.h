@@ -573,6 +573,14 @@ struct shmq_reap_state {
 	 */
 	bool force;
 	struct shmq_reap_slot_memo producer[SHMQ_MAX_PRODUCERS];
+	/*
+	 * Per member slot: the HELD lease word seen, and since when (lease.c:
+	 * shmqd times ack timeouts itself, so members read no clock).
+	 */
+	struct shmq_reap_lease_memo {
+		uint64_t word;
+		uint64_t first_seen_ns;
+	} member[SHMQ_MAX_MEMBERS];
 };
 
 struct shmq_reap_stats {
