@@ -282,6 +282,7 @@ int main(int argc, char **argv)
 
 		ratio(json, si, "shmq-futex", "naive-ring", naive_target);
 		ratio(json, si, "shmq-zc", "naive-ring", 0);
+		ratio(json, si, "shmq-batch", "naive-ring", 0);
 		ratio(json, si, "shmq-futex", "zeromq", 1.0);
 		ratio(json, si, "shmq-futex", "iceoryx-busy", 1.0);
 		ratio(json, si, "shmq-futex", "unix-stream", 0);

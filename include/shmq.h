@@ -340,6 +340,37 @@ SHMQ_API int shmq_send(shmq_producer_t *producer, int partition,
 		       const void *key, size_t key_len, const void *value,
 		       size_t value_len, int timeout_ms, uint64_t *offset);
 
+/* One message of a batch (shmq_send_batch). */
+struct shmq_batch_msg {
+	const void *key;   /* may be NULL when key_len is 0 */
+	size_t key_len;
+	const void *value; /* may be NULL when value_len is 0 */
+	size_t value_len;
+};
+
+/*
+ * Publish copies of msgs[0..n) into one partition (an explicit number; a
+ * keyed application chooses it with shmq_key_partition()), in order, at a
+ * fraction of the cost of n shmq_send() calls: a claim and a commit cover
+ * up to 64 messages (fewer at the ring's end, and no more than an eighth
+ * of the ring), and the messages of one claim share a timestamp.
+ * Consumers see the messages of one claim all or none: a producer that
+ * dies or stalls inside it loses all of them, never some.
+ *
+ * Every message is checked before anything is published (SHMQ_ETOOBIG,
+ * -EINVAL).  timeout_ms is as for shmq_send(), for each wait for room.
+ *
+ * Returns how many messages were published, from the first: n, or fewer
+ * when a later claim failed (the rest was not published; a call for the
+ * rest says why), or a negative error when none was: those of shmq_send(),
+ * and -EINVAL for a handle with an identity (idempotent producers send one
+ * message at a time).  If offsets is not NULL, offsets[i] receives the
+ * offset of message i for each i below the returned count.
+ */
+SHMQ_API int shmq_send_batch(shmq_producer_t *producer, int partition,
+			     const struct shmq_batch_msg *msgs, size_t n,
+			     int timeout_ms, uint64_t *offsets);
+
 /* A claimed message, to be filled in place. */
 struct shmq_claim {
 	void *value;	    /* value_len writable bytes in the ring */

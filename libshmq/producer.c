@@ -16,6 +16,7 @@
  * test of a flag.
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -271,6 +272,94 @@ int shmq_send(shmq_producer_t *p, int partition, const void *key,
 	if (offset)
 		*offset = p->claim.frame_pos;
 	return part;
+}
+
+/* The most frames one claim of a batch covers (ring.c bounds its bytes). */
+#define BATCH_CLAIM_MAX 64u
+
+void (*shmq__batch_hook)(uint32_t claim);
+
+/*
+ * A batch goes out in claims of up to BATCH_CLAIM_MAX frames: each is one
+ * CAS on head, one clock read, then the frames written back to back, every
+ * seal but the first stored, and one commit CAS on the first seal, which
+ * publishes them all (ring.c, "Batches").
+ */
+int shmq_send_batch(shmq_producer_t *p, int partition,
+		    const struct shmq_batch_msg *msgs, size_t n,
+		    int timeout_ms, uint64_t *offsets)
+{
+	uint32_t sizes[BATCH_CLAIM_MAX], part, claims = 0;
+	struct shmq_map *m;
+	uint8_t *ring;
+	size_t done = 0, i;
+	int rc = 0;
+
+	if (!p || (n && !msgs) || n > INT_MAX || p->ident_id)
+		return -EINVAL;
+	if (p->claimed)
+		return -EBUSY;
+	m = p->map;
+	if (partition < 0 || (uint32_t)partition >= m->geo.partitions)
+		return -EINVAL;
+	for (i = 0; i < n; i++) {
+		const struct shmq_batch_msg *x = &msgs[i];
+
+		if (x->key_len > SHMQ_KEY_MAX || x->value_len > m->geo.max_message ||
+		    x->key_len + x->value_len > m->geo.max_message)
+			return SHMQ_ETOOBIG;
+		if ((x->key_len && !x->key) || (x->value_len && !x->value))
+			return -EINVAL;
+	}
+	if (ck_pr_load_32(&m->hdr->deleted))
+		return SHMQ_EDELETED;
+	part = (uint32_t)partition;
+	ring = shmq__ring(m, part);
+	while (done < n) {
+		uint32_t want = n - done < BATCH_CLAIM_MAX ? (uint32_t)(n - done) : BATCH_CLAIM_MAX;
+		uint32_t taken, k;
+		uint64_t pos, ts;
+
+		for (k = 0; k < want; k++)
+			sizes[k] = shmq__frame_bytes(msgs[done + k].key_len,
+						     msgs[done + k].value_len);
+		rc = shmq__ring_claim_batch(m, p->slot, part, sizes, want, timeout_ms,
+					    p->flags & SHMQ_PRODUCER_BUSY_WAIT,
+					    &p->limit[part], &p->claim, &taken);
+		if (rc)
+			break;
+		ts = shmq__fastclock_ns(&p->clock);
+		pos = p->claim.frame_pos;
+		for (k = 0; k < taken; k++) {
+			const struct shmq_batch_msg *x = &msgs[done + k];
+			struct shmq_frame *f = (struct shmq_frame *)(ring + (pos & m->mask));
+			uint8_t *d = (uint8_t *)f + SHMQ_FRAME_HEADER;
+
+			if (x->key_len)
+				memcpy(d, x->key, x->key_len);
+			if (x->value_len)
+				memcpy(d + x->key_len, x->value, x->value_len);
+			f->size = sizes[k];
+			f->key_len = (uint16_t)x->key_len;
+			f->flags = 0;
+			f->value_len = (uint32_t)x->value_len;
+			f->crc = 0;
+			f->timestamp_ns = ts;
+			if (offsets)
+				offsets[done + k] = pos;
+			pos += sizes[k];
+		}
+		shmq__ring_seal_rest(m, &p->claim, sizes, taken);
+		if (__builtin_expect(shmq__batch_hook != NULL, 0))
+			shmq__batch_hook(claims);
+		claims++;
+		rc = shmq__ring_commit(m, p->slot, &p->claim, false);
+		if (rc)
+			break;
+		p->written[part] = p->claim.frame_pos + p->claim.frame_len;
+		done += taken;
+	}
+	return done ? (int)done : rc;
 }
 
 int shmq_producer_claim(shmq_producer_t *p, int partition, const void *key,

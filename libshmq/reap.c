@@ -38,6 +38,16 @@
  *   - pos + len is a frame boundary: head itself, a committed frame, or the
  *     position another slot's claim starts at.
  * If any of these fail the slot lost its race and there is nothing to pad.
+ * A batch's claim (ring.c, "Batches") is one claim of several frames, and
+ * the padding covers all of them with one frame.  Its inner frames are
+ * sealed before the first is: a loser of the race for the batch's position
+ * whose length happens to end at one of them passes the boundary test.
+ * While the winner lives, claimed_by_other() keeps us from padding; if
+ * both died inside their windows of a few instructions (the loser between
+ * its record and its next one), the loser's shorter padding would leave
+ * the rest of the batch readable.  Not handled: it takes two deaths within
+ * nanoseconds of each other, and the same holds already for a loser's
+ * claim that ends on a later committed frame.
  *
  * Failure and recovery
  * --------------------

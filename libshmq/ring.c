@@ -38,6 +38,48 @@
  * with the same CAS, so exactly one of them decides what the frame is; the
  * loser of the race learns it (a late commit returns SHMQ_EREVOKED).
  *
+ * Batches (shmq_send_batch).  One claim may cover several frames, back to
+ * back: one CAS on head for all of them, one commit CAS for all of them.
+ *   - The claim takes as many of the batch's next frames as fit between
+ *     head (or 0, after the padding to the end when the first does not
+ *     fit) and the ring's end, and no more than an eighth of the ring
+ *     (WALK_AHEAD_MAX at most, what make_room walks ahead anyway) unless
+ *     its first frame alone is larger; the rest goes in the next claim.
+ *     So a batch claim is [optional padding to the end][f1 f2 ... fn],
+ *     never crossing the end, and never needs more room than a single
+ *     frame of max_message or an eighth of the ring.  The slot records
+ *     it like any claim: (part, head, whole length).
+ *   - The producer writes every frame, stores the seals of f2..fn with
+ *     plain stores (after a store fence: release for their headers), and
+ *     then commits f1 with the usual CAS.  Nothing reaches f(k+1) but
+ *     through fk: a member's cursor moves to the next frame only by a
+ *     take of a committed frame, the tail walk and the spiller step over
+ *     committed frames by their size, and all stop at f1 while it is
+ *     pending.  f1's CAS is a full barrier after the stores of f2..fn, so
+ *     whoever sees f1 committed (load fence after its seal) sees them too.
+ *   - shmqd pads an abandoned or stalled claim with shmq__ring_pad(pos,
+ *     len): a CAS on the first seal of the claim (f1's, or that of the
+ *     padding to the end, which the producer sealed at its claim, and
+ *     then f1's), and one padding frame of the claim's whole length from
+ *     f1.  If it wins, f2..fn lie inside that padding frame: their seals
+ *     (stored or not) are never read as frames, no reader reaches them,
+ *     and the producer's commit CAS fails: SHMQ_EREVOKED for the whole
+ *     claim.  If the producer wins, all n are published.  A stalled
+ *     producer may store f2..fn's seals after the padding: harmless, as
+ *     the tail walk does not pass a revoked claim until its commit has
+ *     returned (revoked_pos), after its last store.
+ *   - reap.c decides whether a dead slot's claim is real by its end being
+ *     a frame boundary; f2..fn's committed seals are boundaries too, but
+ *     only a claim recorded at the same position as the batch could end
+ *     there, i.e. a loser of the CAS race, and then a live winner makes
+ *     the reaper wait (claimed_by_other).  Both dead at once is the one
+ *     case that could pad only a part of a batch (see reap.c).
+ *   - A seek checks only that a committed frame starts at the offset it
+ *     is given, as for single frames whose payload could look like one:
+ *     a seek to an offset the application never received (f2..fn of a
+ *     batch not yet committed, or revoked) is not prevented.  Offsets
+ *     an application has come from committed messages.
+ *
  * Taking.  A member reads cursor.next = x, publishes hold = x, decodes the
  * frame at x and takes it with CAS(cursor.next, x, x + size).  The CAS is
  * also the validation: if it succeeds, the cursor was still x, so no
@@ -715,16 +757,25 @@ static void wait_for_space(struct shmq_map *m, uint32_t part, uint64_t end,
 	shmq__futex_wait(&hdr->space_seq, seq, slice);
 }
 
-int shmq__ring_claim(struct shmq_map *m, struct shmq_producer_slot *slot,
-		     uint32_t part, uint32_t frame_len, int timeout_ms,
-		     bool busy_wait, uint64_t *limit_cache,
-		     struct shmq_ring_claim *c)
+/*
+ * Claim room for frames of sizes[0..n) (n >= 1) in partition part: as many
+ * of them as fit, one after the other, between head and the ring's end
+ * (after the padding to it when sizes[0] does not fit there), and no more
+ * bytes than max_bytes unless one frame alone is larger.  *taken is how
+ * many.  With n == 1 this is the claim of one message (shmq__ring_claim);
+ * see "Batches" in the design note for more.
+ */
+static inline int claim_frames(struct shmq_map *m, struct shmq_producer_slot *slot,
+			       uint32_t part, const uint32_t *sizes, uint32_t n,
+			       uint64_t max_bytes, int timeout_ms, bool busy_wait,
+			       uint64_t *limit_cache, struct shmq_ring_claim *c,
+			       uint32_t *taken)
 {
 	struct shmq_part_header *ph = shmq__part(m, part);
 	uint64_t cap = m->geo.ring_bytes, deadline = 0, full_since = 0, now;
-	uint64_t head, off, len, fpos, end;
+	uint64_t head, off, len, fpos, end, room;
 	uint8_t *ring = shmq__ring(m, part);
-	uint32_t backoff = 16;
+	uint32_t backoff = 16, frame_len, nf;
 	int rc;
 
 	for (;;) {
@@ -735,13 +786,24 @@ int shmq__ring_claim(struct shmq_map *m, struct shmq_producer_slot *slot,
 			return shmq__fail(SHMQ_ECORRUPT, "partition %u: head %llu is not aligned",
 					  part, (unsigned long long)head);
 		}
-		len = frame_len;
+		frame_len = sizes[0];
+		len = 0;
 		fpos = head;
+		room = cap - off;
 		if (off + frame_len > cap) {
 			/* The frame would cross the end: pad to it, start at 0. */
-			len += cap - off;
+			len = cap - off;
 			fpos = head + (cap - off);
+			room = cap;
 		}
+		/* The rest of a batch only as far as the end and max_bytes. */
+		for (nf = 1; nf < n; nf++) {
+			if (frame_len + sizes[nf] > room ||
+			    frame_len + sizes[nf] > max_bytes)
+				break;
+			frame_len += sizes[nf];
+		}
+		len += frame_len;
 		end = head + len;
 		if (pos_before(*limit_cache, end)) {
 			uint64_t want = end;
@@ -804,7 +866,31 @@ int shmq__ring_claim(struct shmq_map *m, struct shmq_producer_slot *slot,
 	c->len = (uint32_t)len;
 	c->frame_pos = fpos;
 	c->frame_len = frame_len;
+	*taken = nf;
 	return 0;
+}
+
+int shmq__ring_claim(struct shmq_map *m, struct shmq_producer_slot *slot,
+		     uint32_t part, uint32_t frame_len, int timeout_ms,
+		     bool busy_wait, uint64_t *limit_cache,
+		     struct shmq_ring_claim *c)
+{
+	uint32_t taken;
+
+	return claim_frames(m, slot, part, &frame_len, 1, frame_len, timeout_ms,
+			    busy_wait, limit_cache, c, &taken);
+}
+
+int shmq__ring_claim_batch(struct shmq_map *m, struct shmq_producer_slot *slot,
+			   uint32_t part, const uint32_t *sizes, uint32_t n,
+			   int timeout_ms, bool busy_wait, uint64_t *limit_cache,
+			   struct shmq_ring_claim *c, uint32_t *taken)
+{
+	uint64_t cap = m->geo.ring_bytes;
+
+	return claim_frames(m, slot, part, sizes, n,
+			    cap / 8 < WALK_AHEAD_MAX ? cap / 8 : WALK_AHEAD_MAX,
+			    timeout_ms, busy_wait, limit_cache, c, taken);
 }
 
 int shmq__ring_commit(struct shmq_map *m, struct shmq_producer_slot *slot,
@@ -863,6 +949,23 @@ int shmq__ring_commit(struct shmq_map *m, struct shmq_producer_slot *slot,
 	if (rc == 0)
 		shmq__event_signal(&hdr->data_seq, &hdr->data_waiters);
 	return rc;
+}
+
+void shmq__ring_seal_rest(struct shmq_map *m, const struct shmq_ring_claim *c,
+			  const uint32_t *sizes, uint32_t n)
+{
+	uint8_t *ring = shmq__ring(m, c->part);
+	uint64_t pos = c->frame_pos + sizes[0];
+	uint32_t k;
+
+	/* Their headers and payloads before their seals. */
+	ck_pr_fence_store();
+	for (k = 1; k < n; k++) {
+		struct shmq_frame *f = (struct shmq_frame *)(ring + (pos & m->mask));
+
+		ck_pr_store_64(&f->seal, pos | SHMQ_SEAL_COMMITTED);
+		pos += sizes[k];
+	}
 }
 
 void shmq__ring_wake_consumers(struct shmq_map *m)

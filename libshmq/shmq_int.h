@@ -287,6 +287,33 @@ int shmq__ring_claim(struct shmq_map *m, struct shmq_producer_slot *slot,
 		     struct shmq_ring_claim *c);
 
 /*
+ * A batch's claim: as shmq__ring_claim, for frames of sizes[0..n), n >= 1,
+ * of which it claims the first *taken, back to back from c->frame_pos
+ * (c->frame_len is their total).  A claim stops at the ring's end and, but
+ * for a first frame that is larger, at an eighth of the ring (ring.c,
+ * "Batches").
+ */
+int shmq__ring_claim_batch(struct shmq_map *m, struct shmq_producer_slot *slot,
+			   uint32_t part, const uint32_t *sizes, uint32_t n,
+			   int timeout_ms, bool busy_wait, uint64_t *limit_cache,
+			   struct shmq_ring_claim *c, uint32_t *taken);
+
+/*
+ * Seal every frame of a batch's claim but the first (sizes[0..n) as
+ * claimed), whose headers and payloads are written; shmq__ring_commit then
+ * publishes them all with the first frame's seal.
+ */
+void shmq__ring_seal_rest(struct shmq_map *m, const struct shmq_ring_claim *c,
+			  const uint32_t *sizes, uint32_t n);
+
+/*
+ * Tests: if set, shmq_send_batch() calls it between each of its claims
+ * and the commit of the claim, with every frame but the first sealed
+ * (the claim's number within the call, from 0).
+ */
+extern void (*shmq__batch_hook)(uint32_t claim);
+
+/*
  * Seal the claimed frame as a message (or as padding when pad).  The caller
  * has written a message's whole header but the seal (the size included);
  * padding gets its header here.  Returns 0 or SHMQ_EREVOKED.

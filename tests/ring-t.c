@@ -12,7 +12,8 @@
  * and checksum), with strictly increasing offsets per partition and
  * sequence numbers per producer and partition at every member; the
  * partitions pass shmq__ring_check() afterwards; every group caught up.
- * An untethered group whose members pause now and then is lapped by the
+ * One producer publishes with shmq_send_batch(), BATCH messages to a
+ * partition at a time.  An untethered group whose members pause now and then is lapped by the
  * producers' tail walk while its members take and copy: what it receives is
  * intact, never twice, and with what it is told it missed adds up to what
  * was sent.
@@ -37,7 +38,7 @@
 #define NMEMBERS  2 /* per group */
 #define UGROUP	  NGROUPS /* the untethered group's index */
 #define NUMEMBERS 2
-#define NPROD	  4
+#define NPROD	  5
 #define NMSG	  20000
 #define VALUE_MAX 600
 #define TAG_MAGIC 0x7b72
@@ -47,8 +48,10 @@
 #define MEMBER_IDLE_MS	500
 #define MEMBER_MAX_MS	50000
 
-enum api { API_SEND, API_CLAIM };
-enum place { PL_KEYED, PL_RR, PL_EXPLICIT };
+enum api { API_SEND, API_CLAIM, API_BATCH };
+/* PL_BATCH: messages seq .. seq + BATCH - 1 go to partition seq / BATCH % NPART. */
+enum place { PL_KEYED, PL_RR, PL_EXPLICIT, PL_BATCH };
+#define BATCH 16
 
 static const struct prod_conf {
 	int api;
@@ -58,6 +61,7 @@ static const struct prod_conf {
 	{ API_CLAIM, PL_RR },
 	{ API_SEND, PL_EXPLICIT },
 	{ API_CLAIM, PL_KEYED },
+	{ API_BATCH, PL_BATCH },
 };
 
 struct tag {
@@ -164,16 +168,56 @@ static int produce(shmq_producer_t *pr, uint32_t p, uint32_t seq, uint8_t *buf,
 	}
 }
 
+/* Messages [seq, end) of producer p, to their partition, in batches. */
+static int produce_batch(shmq_producer_t *pr, uint32_t p, uint32_t seq,
+			 uint32_t end, uint8_t (*bufs)[VALUE_MAX], uint64_t deadline)
+{
+	struct shmq_batch_msg msgs[BATCH];
+	uint32_t i, n = end - seq;
+	int rc;
+
+	for (i = 0; i < n; i++) {
+		uint32_t len = value_len_of(p, seq + i);
+		struct tag t = { TAG_MAGIC, (uint8_t)p, 0, seq + i, len, 0 };
+
+		fill_payload(bufs[i] + sizeof t, len - sizeof t, p, seq + i);
+		t.crc = tag_crc(&t, bufs[i] + sizeof t, len - sizeof t);
+		memcpy(bufs[i], &t, sizeof t);
+		msgs[i] = (struct shmq_batch_msg){ NULL, 0, bufs[i], len };
+	}
+	for (i = 0; i < n;) {
+		rc = shmq_send_batch(pr, (int)(seq / BATCH % NPART), msgs + i, n - i,
+				     SEND_TIMEOUT_MS, NULL);
+		if (rc > 0) {
+			i += (uint32_t)rc;
+			prod_sent[p] += (uint32_t)rc;
+			continue;
+		}
+		if (rc != -EAGAIN || tu_now_ns() > deadline)
+			return rc;
+	}
+	return 0;
+}
+
 static void *producer_thread(void *arg)
 {
 	uint32_t p = (uint32_t)(uintptr_t)arg, seq;
 	uint64_t deadline = tu_now_ns() + PRODUCER_MAX_MS * 1000000ull;
 	shmq_producer_t *pr = NULL;
+	static uint8_t bufs[BATCH][VALUE_MAX]; /* one batching producer */
 	uint8_t buf[VALUE_MAX];
 	int rc;
 
 	rc = shmq_producer_open(client, TOPIC, NULL, &pr);
 	for (seq = 0; rc == 0 && seq < NMSG; seq++) {
+		if (prod_conf[p].api == API_BATCH) {
+			uint32_t end = (seq / BATCH + 1) * BATCH;
+
+			rc = produce_batch(pr, p, seq, end < NMSG ? end : NMSG,
+					   bufs, deadline);
+			seq = (end < NMSG ? end : NMSG) - 1;
+			continue;
+		}
 		rc = produce(pr, p, seq, buf, deadline);
 		if (rc == 0)
 			prod_sent[p]++;
@@ -216,6 +260,8 @@ static int check_msg(int g, const struct shmq_msg *m, int64_t last_seq[NPART][NP
 		return -1;
 	}
 	if (prod_conf[t.producer].place == PL_EXPLICIT && m->partition != t.seq % NPART)
+		return -1;
+	if (prod_conf[t.producer].place == PL_BATCH && m->partition != t.seq / BATCH % NPART)
 		return -1;
 
 	if (m->offset < last_off[m->partition] ||
