@@ -31,6 +31,16 @@
  * of that partition.  Such a group takes nothing from the spill files and
  * gives nothing back (no redelivery, no nack): at most once.
  *
+ * Acknowledging
+ * -------------
+ * In a SHARED group what a member takes is under its lease (lease.c)
+ * until the member acknowledges it (shmq_consumer_ack, or the next poll),
+ * gives it back (nack), or shmqd parks it (ack timeout, death).  A poll
+ * first takes back its own message given back by its last nack, then any
+ * parked message of the group (only when the group's parked count is not
+ * 0), then the next message of a partition.  PARTITIONED groups, untethered
+ * groups and at-most-once members take no leases.
+ *
  * Waiting
  * -------
  * A poll that finds nothing spins for SPIN_NS, then sleeps on the topic's

@@ -13,7 +13,16 @@
  *   stall timeout, the claim is revoked: padded over, and its region kept
  *   out of reuse until the producer notices (its commit returns
  *   SHMQ_EREVOKED) or dies.
- * - A member slot whose process is gone loses its holds and its slot.
+ * - A member slot whose process is gone loses its holds and its slot.  In
+ *   a PARTITIONED group its partitions are dealt again first (group.c).  In
+ *   a SHARED group the message it held under a lease is parked for the
+ *   other members first, and the slot (with the hold that keeps the
+ *   message's bytes) stays until one of them has taken it (lease.c); so
+ *   does the slot of a member that closed with a message it gave back.
+ * - A live member's lease held past its ack timeout is parked (lease.c);
+ *   the reaper times it from the first pass that saw that lease word.
+ * - A pass with `force` set (shmqd learnt of a death from a pidfd,
+ *   shmqd/watch.c) looks at every member and idle slot at once.
  * - Idle slots are checked every SLOW_PASSES passes, so that a producer or
  *   consumer killed while idle gives its slot back, and so is each
  *   partition's tail lock, taken back from a dead holder.
