@@ -414,10 +414,9 @@ int shmq_consumer_open(shmq_client_t *client, const char *topic,
 	}
 	c->partitioned = ck_pr_load_32(&shmq__group(c->map, c->group)->mode) ==
 			 SHMQ_GROUP_PARTITIONED;
+	/* At most once is simply no lease: shmqd then has nothing to park. */
 	c->leases = !c->partitioned && !c->untethered &&
 		    !(c->flags & SHMQ_CONSUMER_AT_MOST_ONCE);
-	ck_pr_store_32(&c->slot->flags, (c->flags & SHMQ_CONSUMER_AT_MOST_ONCE) ?
-		       SHMQ_MEMBER_AT_MOST_ONCE : 0);
 	if (c->leases && OPT_HAS(opts, ack_timeout_ms))
 		ck_pr_store_32(&c->slot->ack_timeout_ms, opts->ack_timeout_ms);
 	/* Settings before the group that makes shmqd look at them. */

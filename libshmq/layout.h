@@ -244,7 +244,6 @@ _Static_assert(sizeof(struct shmq_producer_slot) == 64, "producer slot");
 #define SHMQ_PARKED_DIED    SHMQ_REDELIVER_MEMBER_DIED
 
 /* Member flags (struct shmq_member_slot.flags). */
-#define SHMQ_MEMBER_AT_MOST_ONCE 0x1u /* nothing of it is ever delivered again */
 /*
  * Closed while its parked message waited: the slot stays (its hold keeps
  * the message) until another member takes it; shmqd then frees it.
