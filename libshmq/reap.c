@@ -81,6 +81,29 @@
  */
 #define MEMBER_PASSES 4
 
+/*
+ * A memo's first_seen_ns: when it first saw what it remembers; 0 means it
+ * saw nothing (a zeroed memo), so a clock reading of 0 is stored as 1.
+ */
+static uint64_t seen_at(uint64_t now_ns)
+{
+	return now_ns ? now_ns : 1;
+}
+
+/*
+ * How long since then, in ns; 0 when then is not before now (a pass given
+ * an older clock than an earlier one must not wrap around into a timeout).
+ * Memos once stored now | 1, now + 1 for an even now: the forced pass after
+ * a death, which looks at a claim at its first sighting, computed
+ * now - (now + 1), wrapped, and revoked a live producer's claim the moment
+ * it saw it, about every other time (kill-t saw a claim revoked 1 ms after
+ * it was made, under a 300 ms stall timeout; reap-t checks it).
+ */
+static uint64_t since(uint64_t now_ns, uint64_t then_ns)
+{
+	return now_ns > then_ns ? now_ns - then_ns : 0;
+}
+
 static bool pos_before(uint64_t a, uint64_t b)
 {
 	return (int64_t)(a - b) < 0;
@@ -248,10 +271,10 @@ static bool expire_lease(struct shmq_map *m, struct shmq_reap_state *st,
 	}
 	if (memo->word != l || !memo->first_seen_ns) {
 		memo->word = l;
-		memo->first_seen_ns = now_ns | 1;
+		memo->first_seen_ns = seen_at(now_ns);
 		return false;
 	}
-	if (now_ns - memo->first_seen_ns < (uint64_t)timeout_ms * 1000000)
+	if (since(now_ns, memo->first_seen_ns) < (uint64_t)timeout_ms * 1000000)
 		return false;
 	memo->word = 0;
 	return shmq__lease_park(m, s, l, SHMQ_PARKED_EXPIRED);
@@ -330,7 +353,7 @@ void shmq__reap_topic(struct shmq_map *m, struct shmq_reap_state *st,
 		 */
 		if (claim != memo->claim_pos || memo->first_seen_ns == 0) {
 			memo->claim_pos = claim;
-			memo->first_seen_ns = now_ns | 1;
+			memo->first_seen_ns = seen_at(now_ns);
 			if (!st->force)
 				continue;
 		}
@@ -358,7 +381,8 @@ void shmq__reap_topic(struct shmq_map *m, struct shmq_reap_state *st,
 			continue;
 		}
 		if (revoked == SHMQ_POS_NONE &&
-		    now_ns - memo->first_seen_ns >= (uint64_t)m->geo.stall_timeout_ms * 1000000 &&
+		    since(now_ns, memo->first_seen_ns) >=
+			    (uint64_t)m->geo.stall_timeout_ms * 1000000 &&
 		    claim_state(m, i, part, claim, len) == CLAIM_ABANDONED &&
 		    revoke(m, s, part, claim, len)) {
 			stats->padded_stalled++;

@@ -429,7 +429,7 @@ static void event_loop(struct shmqd *d)
 		if (death) {
 			/* A process died: recover what it held now, not at the cadence. */
 			death = false;
-			shmqd_reap_all(d, now, true);
+			shmqd_reap_all(d, true);
 		}
 
 		if (now >= next_reap || spill_more) {
@@ -437,7 +437,7 @@ static void event_loop(struct shmqd *d)
 			spill_more = shmqd_spill_all(d, now);
 		}
 		if (now >= next_reap) {
-			shmqd_reap_all(d, now, false);
+			shmqd_reap_all(d, false);
 			/* New processes to watch; one already gone asks for a pass. */
 			death = shmqd_watch_scan(d);
 			/*

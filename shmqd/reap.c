@@ -16,6 +16,8 @@
  *     life (what the reaper saw at the previous pass), reset when the topic
  *     comes online, because an adopted segment's claims were never seen by
  *     this daemon and must be timed from now.
+ *   - Each topic's pass reads the clock itself, just before it: a stall or
+ *     ack timeout timed from a stale "now" would fire early.
  *   - A pass where nothing was wrong logs nothing: it runs every few
  *     milliseconds.
  *
@@ -73,7 +75,7 @@ static void reap_log(const struct shmqd_topic *t,
 		shmqd_log("topic %s: %s", t->name, what);
 }
 
-void shmqd_reap_all(struct shmqd *d, uint64_t now_ns, bool force)
+void shmqd_reap_all(struct shmqd *d, bool force)
 {
 	for (size_t i = 0; i < d->ntopics; i++) {
 		struct shmqd_topic *t = d->topics[i];
@@ -83,7 +85,14 @@ void shmqd_reap_all(struct shmqd *d, uint64_t now_ns, bool force)
 			continue;
 		memset(&stats, 0, sizeof(stats));
 		t->reap.force = force;
-		shmq__reap_topic(&t->map, &t->reap, now_ns, &stats);
+		/*
+		 * The clock is read here, for each topic, never taken from
+		 * the event loop: spill work before the pass (a checkpoint's
+		 * fsync can take hundreds of ms on a busy disk) would make it
+		 * stale, and a claim or lease first seen at a stale time
+		 * would time out that much early.
+		 */
+		shmq__reap_topic(&t->map, &t->reap, shmq__mono_ns(), &stats);
 		reap_log(t, &stats);
 	}
 }

@@ -153,7 +153,7 @@ void shmqd_ctl_expire(struct shmqd *d, uint64_t now_ns);
 
 /* reap.c */
 /* force: every slot and every check now (a process just died). */
-void shmqd_reap_all(struct shmqd *d, uint64_t now_ns, bool force);
+void shmqd_reap_all(struct shmqd *d, bool force);
 
 /* watch.c */
 int shmqd_watch_init(struct shmqd_watch *w);

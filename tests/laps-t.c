@@ -54,9 +54,6 @@ static void make_topic(const char *name, uint32_t parts, int policy,
 {
 	static uint32_t serial;
 	struct shmq_topic_params tp;
-	char path[512], segname[SHMQ_SEGNAME_MAX];
-	uint64_t ns;
-	int rc;
 
 	if (nmaps >= MAX_TOPICS)
 		bail("too many topics");
@@ -69,23 +66,7 @@ static void make_topic(const char *name, uint32_t parts, int policy,
 	tp.mode = 0600;
 	tp.stall_timeout_ms = 10000;
 	tp.topic_id = (uint64_t)getpid() << 16 | ++serial;
-	rc = shmq__topic_params_check(&tp);
-	if (rc < 0)
-		bail("topic %s params: %s (%s)", name, shmq_strerror(rc), shmq_errdetail());
-	snprintf(path, sizeof path, "%s/%s", dir, SHMQ_TOPICS_DIR);
-	if (mkdir(path, 0700) < 0 && errno != EEXIST)
-		bail("mkdir %s: %s", path, strerror(errno));
-	rc = shmq__namespace_id(dir, &ns);
-	if (rc < 0)
-		bail("namespace id: %s", shmq_strerror(rc));
-	shmq__segment_name(ns, name, segname);
-	rc = shmq__segment_create(segname, name, &tp, &maps[nmaps]);
-	if (rc < 0)
-		bail("segment %s: %s (%s)", name, shmq_strerror(rc), shmq_errdetail());
-	nmaps++;
-	rc = shmq__topic_file_write(dir, name, &tp);
-	if (rc < 0)
-		bail("topic file %s: %s (%s)", name, shmq_strerror(rc), shmq_errdetail());
+	tu_topic_direct(dir, name, &tp, &maps[nmaps++]);
 }
 
 /* ------------------------------------------------------------------------

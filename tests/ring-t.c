@@ -333,9 +333,6 @@ static void *member_thread(void *arg)
 static void make_topic(struct shmq_map *map)
 {
 	struct shmq_topic_params tp;
-	char path[512], segname[SHMQ_SEGNAME_MAX];
-	uint64_t ns;
-	int rc;
 
 	memset(&tp, 0, sizeof tp);
 	tp.partitions = NPART;
@@ -345,22 +342,7 @@ static void make_topic(struct shmq_map *map)
 	tp.mode = 0600;
 	tp.stall_timeout_ms = 10000;
 	tp.topic_id = 0x7269ull << 32 | (uint32_t)getpid();
-	rc = shmq__topic_params_check(&tp);
-	if (rc < 0)
-		bail("topic params: %s (%s)", shmq_strerror(rc), shmq_errdetail());
-	snprintf(path, sizeof path, "%s/%s", dir, SHMQ_TOPICS_DIR);
-	if (mkdir(path, 0700) < 0 && errno != EEXIST)
-		bail("mkdir %s: %s", path, strerror(errno));
-	rc = shmq__namespace_id(dir, &ns);
-	if (rc < 0)
-		bail("namespace id: %s", shmq_strerror(rc));
-	shmq__segment_name(ns, TOPIC, segname);
-	rc = shmq__segment_create(segname, TOPIC, &tp, map);
-	if (rc < 0)
-		bail("segment create: %s (%s)", shmq_strerror(rc), shmq_errdetail());
-	rc = shmq__topic_file_write(dir, TOPIC, &tp);
-	if (rc < 0)
-		bail("topic file: %s (%s)", shmq_strerror(rc), shmq_errdetail());
+	tu_topic_direct(dir, TOPIC, &tp, map);
 }
 
 int main(void)

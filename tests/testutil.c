@@ -258,6 +258,33 @@ static void tu_remember_daemon(pid_t pid, pid_t forget)
 	}
 }
 
+void tu_topic_direct(const char *dir, const char *name,
+		     struct shmq_topic_params *tp, struct shmq_map *map)
+{
+	char path[PATH_MAX], segname[SHMQ_SEGNAME_MAX];
+	uint64_t ns;
+	int rc;
+
+	if (!tp->topic_id)
+		tp->topic_id = (uint64_t)tu_crc(name, strlen(name)) << 32 | (uint32_t)getpid();
+	rc = shmq__topic_params_check(tp);
+	if (rc < 0)
+		bail("topic %s params: %s (%s)", name, shmq_strerror(rc), shmq_errdetail());
+	snprintf(path, sizeof path, "%s/%s", dir, SHMQ_TOPICS_DIR);
+	if (mkdir(path, 0700) < 0 && errno != EEXIST)
+		bail("mkdir %s: %s", path, strerror(errno));
+	rc = shmq__namespace_id(dir, &ns);
+	if (rc < 0)
+		bail("namespace id: %s", shmq_strerror(rc));
+	shmq__segment_name(ns, name, segname);
+	rc = shmq__segment_create(segname, name, tp, map);
+	if (rc < 0)
+		bail("segment create %s: %s (%s)", name, shmq_strerror(rc), shmq_errdetail());
+	rc = shmq__topic_file_write(dir, name, tp);
+	if (rc < 0)
+		bail("topic file %s: %s (%s)", name, shmq_strerror(rc), shmq_errdetail());
+}
+
 pid_t tu_shmqd_start(const char *dir, const char *const *extra_args)
 {
 	char prog[PATH_MAX];

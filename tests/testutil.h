@@ -37,6 +37,17 @@ void tu_make_dir(const char *tag, char *buf, size_t n);
  */
 pid_t tu_shmqd_start(const char *dir, const char *const *extra_args);
 
+/*
+ * Create topic name in dir without shmqd, as shmqd would (segment and topic
+ * file), for tests that drive the library's internals themselves (the
+ * reaper, threads).  tp's unset fields take their defaults; map is the
+ * creator's mapping.  Bails out on failure.
+ */
+struct shmq_topic_params;
+struct shmq_map;
+void tu_topic_direct(const char *dir, const char *name,
+		     struct shmq_topic_params *tp, struct shmq_map *map);
+
 /* SIGTERM (or SIGKILL if hard) and reap, at most 5 s.  Returns wait status. */
 int tu_shmqd_stop(pid_t pid, int hard);
 
