@@ -58,7 +58,6 @@
 #define ID_VICTIM  1000u /* + kill: killed inside a claim */
 #define ID_STALLED 2000u /* + rep: revoked, never delivered */
 #define ID_AFTER   3000u /* + rep: the batch after the revocation */
-#define ID_MAX	   4096u
 
 #define MSG_MAGIC 0x62617463u /* "batc" */
 #define MSG_MAX	  12000u
@@ -68,159 +67,15 @@ static const uint32_t batch_sizes[] = { 1, 2, 3, 64, 65, 7, 200, 1 };
 static char dir[256];
 static shmq_client_t *cl;
 
-/* ------------------------------------------------------------------------
- * What the parent's consumer has seen of a topic.
- */
-struct stream {
-	const char *name;
-	shmq_consumer_t *c;
-	uint64_t expect[ID_MAX];
-	uint64_t delivered;
-	uint32_t bad;
-	uint32_t forbidden; /* of a revoked batch */
-};
-
-static void judge(struct stream *s, const struct shmq_msg *m, uint32_t *id,
-		  uint64_t *seq)
+/* A revoked batch's messages must never be delivered. */
+static bool revoked(uint32_t producer)
 {
-	uint32_t producer;
-
-	s->delivered++;
-	*id = UINT32_MAX;
-	if (!tu_msg_check(m, MSG_MAGIC, &producer, seq) || producer >= ID_MAX) {
-		if (s->bad++ < 5)
-			diag("%s: message at %" PRIu64 " (%zu bytes) fails its checks",
-			     s->name, m->offset, m->value_len);
-		return;
-	}
-	*id = producer;
-	if (producer >= ID_STALLED && producer < ID_STALLED + 1000) {
-		if (s->forbidden++ < 5)
-			diag("%s: delivered message %" PRIu64 " of the revoked batch of %u",
-			     s->name, *seq, producer);
-		return;
-	}
-	if (*seq != s->expect[producer] && s->bad++ < 5)
-		diag("%s: producer %u seq %" PRIu64 ", expected %" PRIu64, s->name,
-		     producer, *seq, s->expect[producer]);
-	s->expect[producer] = *seq + 1;
-}
-
-/* Consume until (id, seq) arrives or timeout_ms passes; true if it came. */
-static bool consume_until(struct stream *s, uint32_t want_id, uint64_t want_seq,
-			  int timeout_ms)
-{
-	uint64_t deadline = tu_now_ns() + (uint64_t)timeout_ms * 1000000;
-	struct shmq_msg m;
-
-	while (tu_now_ns() < deadline) {
-		uint32_t id;
-		uint64_t seq;
-		int rc = shmq_consumer_poll(s->c, &m, 20);
-
-		if (rc == -EAGAIN)
-			continue;
-		if (rc != 0) {
-			diag("%s: poll: %s", s->name, shmq_strerror(rc));
-			return false;
-		}
-		judge(s, &m, &id, &seq);
-		shmq_consumer_release(s->c);
-		if (id == want_id && seq == want_seq)
-			return true;
-	}
-	return false;
-}
-
-/* Take what is left (until a poll of 300 ms finds nothing). */
-static void drain(struct stream *s)
-{
-	struct shmq_msg m;
-	uint32_t id;
-	uint64_t seq;
-	int n = 0;
-
-	while (n++ < 1000000 && shmq_consumer_poll(s->c, &m, 300) == 0) {
-		judge(s, &m, &id, &seq);
-		shmq_consumer_release(s->c);
-	}
+	return producer >= ID_STALLED && producer < ID_STALLED + 1000;
 }
 
 /* ------------------------------------------------------------------------
  * Plumbing
  */
-static void create_topic(const char *name, uint32_t stall_ms)
-{
-	struct shmq_topic_opts o = SHMQ_TOPIC_OPTS_INIT;
-	int rc;
-
-	o.ring_bytes = RING;
-	o.full_policy = SHMQ_FULL_BLOCK;
-	if (stall_ms)
-		o.stall_timeout_ms = stall_ms;
-	rc = shmq_topic_create(cl, name, &o);
-	if (rc)
-		bail("create topic %s: %s (%s)", name, shmq_strerror(rc), shmq_errdetail());
-}
-
-static shmq_producer_t *producer(shmq_client_t *c, const char *topic)
-{
-	shmq_producer_t *p;
-	int rc = shmq_producer_open(c, topic, NULL, &p);
-
-	if (rc)
-		bail("producer open %s: %s (%s)", topic, shmq_strerror(rc), shmq_errdetail());
-	return p;
-}
-
-static void open_stream(struct stream *s, const char *topic)
-{
-	struct shmq_consumer_opts o = SHMQ_CONSUMER_OPTS_INIT;
-	int rc;
-
-	memset(s, 0, sizeof *s);
-	s->name = topic;
-	o.from = SHMQ_FROM_EARLIEST;
-	rc = shmq_consumer_open(cl, topic, "check", &o, &s->c);
-	if (rc)
-		bail("consumer open %s: %s (%s)", topic, shmq_strerror(rc), shmq_errdetail());
-}
-
-static shmq_client_t *child_client(void)
-{
-	shmq_client_t *c;
-
-	tap_child();
-	alarm(60);
-	if (shmq_open(dir, NULL, &c) != 0)
-		_exit(90);
-	return c;
-}
-
-static pid_t fork_child(int fds[2])
-{
-	pid_t pid;
-
-	if (fds && pipe(fds) < 0)
-		bail("pipe: %s", strerror(errno));
-	fflush(NULL);
-	pid = fork();
-	if (pid < 0)
-		bail("fork: %s", strerror(errno));
-	if (fds)
-		close(fds[pid == 0 ? 0 : 1]);
-	return pid;
-}
-
-static bool read_full(int fd, void *buf, size_t n, int timeout_ms)
-{
-	struct pollfd pfd = { .fd = fd, .events = POLLIN };
-
-	if (poll(&pfd, 1, timeout_ms) != 1)
-		return false;
-	return read(fd, buf, n) == (ssize_t)n;
-}
-
 /* The value length of message seq of a producer: 24 .. about 1 KiB. */
 static size_t msg_len(uint64_t seq)
 {
@@ -271,8 +126,8 @@ static void alloc_child_bufs(void)
  */
 static void stream_batcher(void)
 {
-	shmq_client_t *cc = child_client();
-	shmq_producer_t *p = producer(cc, "stream");
+	shmq_client_t *cc = tu_child_client(dir, 60);
+	shmq_producer_t *p = tu_producer(cc, "stream");
 	uint64_t seq = 0, last = 0;
 	uint32_t r, b, i;
 
@@ -308,8 +163,8 @@ static void stream_batcher(void)
 
 static void stream_single(void)
 {
-	shmq_client_t *cc = child_client();
-	shmq_producer_t *p = producer(cc, "stream");
+	shmq_client_t *cc = tu_child_client(dir, 60);
+	shmq_producer_t *p = tu_producer(cc, "stream");
 	uint64_t seq;
 
 	for (seq = 0; seq < SINGLES; seq++) {
@@ -328,7 +183,7 @@ static void stream_single(void)
 static void test_stream(void)
 {
 	uint64_t batched = 0, deadline;
-	struct stream *s = calloc(1, sizeof *s);
+	struct tu_stream *s = calloc(1, sizeof *s);
 	pid_t a, b;
 	int sa, sb;
 	uint32_t i;
@@ -338,34 +193,29 @@ static void test_stream(void)
 	for (i = 0; i < sizeof batch_sizes / sizeof batch_sizes[0]; i++)
 		batched += batch_sizes[i];
 	batched *= ROUNDS;
-	create_topic("stream", 0);
-	open_stream(s, "stream");
-	a = fork_child(NULL);
+	tu_topic_create(cl, "stream", RING, SHMQ_FULL_BLOCK, 0);
+	tu_stream_open(s, cl, "stream", MSG_MAGIC, revoked);
+	a = tu_fork(NULL);
 	if (a == 0)
 		stream_batcher();
-	b = fork_child(NULL);
+	b = tu_fork(NULL);
 	if (b == 0)
 		stream_single();
 	deadline = tu_now_ns() + 60ull * 1000000000;
 	while ((s->expect[ID_BATCH] < batched || s->expect[ID_SINGLE] < SINGLES) &&
 	       tu_now_ns() < deadline) {
-		struct shmq_msg m;
 		uint32_t id;
 		uint64_t seq;
-		int rc = shmq_consumer_poll(s->c, &m, 20);
+		int rc = tu_stream_take(s, 20, &id, &seq);
 
-		if (rc == -EAGAIN)
-			continue;
-		if (rc != 0) {
+		if (rc != 0 && rc != -EAGAIN) {
 			diag("stream: poll: %s", shmq_strerror(rc));
 			break;
 		}
-		judge(s, &m, &id, &seq);
-		shmq_consumer_release(s->c);
 	}
 	sa = tu_wait_child(a, 10000);
 	sb = tu_wait_child(b, 10000);
-	drain(s);
+	tu_stream_drain(s);
 	ok(sa != -1 && WIFEXITED(sa) && WEXITSTATUS(sa) == 0,
 	   "stream: every batch call published all its messages, at growing offsets (status %#x)",
 	   (unsigned)sa);
@@ -375,7 +225,7 @@ static void test_stream(void)
 	   s->delivered == batched + SINGLES,
 	   "stream: %" PRIu64 " of %" PRIu64 " batched and %" PRIu64 " of %u single messages, each once, intact, in order (%" PRIu64 " delivered, %u bad)",
 	   s->expect[ID_BATCH], batched, s->expect[ID_SINGLE], SINGLES, s->delivered, s->bad);
-	shmq_consumer_close(s->c);
+	tu_stream_close(s);
 	free(s);
 }
 
@@ -411,8 +261,8 @@ static void kill_hook(uint32_t claim)
 
 static void victim(int fd, uint32_t k)
 {
-	shmq_client_t *cc = child_client();
-	shmq_producer_t *p = producer(cc, "kill");
+	shmq_client_t *cc = tu_child_client(dir, 60);
+	shmq_producer_t *p = tu_producer(cc, "kill");
 	int rc;
 
 	alloc_child_bufs();
@@ -428,8 +278,8 @@ static void victim(int fd, uint32_t k)
 
 static void background(int stop_fd)
 {
-	shmq_client_t *cc = child_client();
-	shmq_producer_t *p = producer(cc, "kill");
+	shmq_client_t *cc = tu_child_client(dir, 60);
+	shmq_producer_t *p = tu_producer(cc, "kill");
 	uint64_t n = 0;
 	struct pollfd pfd = { .fd = stop_fd, .events = POLLIN };
 
@@ -449,7 +299,7 @@ static void background(int stop_fd)
 
 static void test_kill(void)
 {
-	struct stream *s = calloc(1, sizeof *s);
+	struct tu_stream *s = calloc(1, sizeof *s);
 	uint64_t want[KILLS], seq = 0;
 	int stop[2], flowed = 0, reported = 0, exact = 0, st;
 	shmq_producer_t *p;
@@ -458,12 +308,12 @@ static void test_kill(void)
 
 	if (!s)
 		bail("calloc");
-	create_topic("kill", 0);
-	open_stream(s, "kill");
-	p = producer(cl, "kill");
+	tu_topic_create(cl, "kill", RING, SHMQ_FULL_BLOCK, 0);
+	tu_stream_open(s, cl, "kill", MSG_MAGIC, revoked);
+	p = tu_producer(cl, "kill");
 	if (pipe(stop) < 0)
 		bail("pipe: %s", strerror(errno));
-	bg = fork_child(NULL);
+	bg = tu_fork(NULL);
 	if (bg == 0) {
 		close(stop[1]);
 		background(stop[0]);
@@ -472,7 +322,7 @@ static void test_kill(void)
 	for (k = 0; k < KILLS; k++) {
 		uint64_t ends[2] = { UINT64_MAX, UINT64_MAX };
 		int fds[2];
-		pid_t pid = fork_child(fds);
+		pid_t pid = tu_fork(fds);
 
 		if (pid == 0)
 			victim(fds[1], k);
@@ -481,18 +331,13 @@ static void test_kill(void)
 		{
 			uint64_t deadline = tu_now_ns() + 10ull * 1000000000;
 			struct pollfd pfd = { .fd = fds[0], .events = POLLIN };
-			struct shmq_msg m;
 			uint32_t id;
 			uint64_t q;
 
-			while (poll(&pfd, 1, 0) == 0 && tu_now_ns() < deadline) {
-				if (shmq_consumer_poll(s->c, &m, 5) != 0)
-					continue;
-				judge(s, &m, &id, &q);
-				shmq_consumer_release(s->c);
-			}
+			while (poll(&pfd, 1, 0) == 0 && tu_now_ns() < deadline)
+				tu_stream_take(s, 5, &id, &q);
 		}
-		if (read_full(fds[0], ends, sizeof ends, 1000)) {
+		if (tu_read_full(fds[0], ends, sizeof ends, 1000)) {
 			reported++;
 			want[k] = ends[0];
 		} else {
@@ -504,7 +349,7 @@ static void test_kill(void)
 			diag("kill %u: the victim ended with status %#x", k, (unsigned)st);
 		/* The partition flows again: shmqd pads the dead claim. */
 		if (send_one(p, ID_LIVE, seq, 64) >= 0 &&
-		    consume_until(s, ID_LIVE, seq, 5000))
+		    tu_stream_consume_until(s, ID_LIVE, seq, 5000) >= 0)
 			flowed++;
 		else
 			diag("kill %u: the partition did not flow again (claim %u, messages %" PRIu64 "..%" PRIu64 ")",
@@ -515,7 +360,7 @@ static void test_kill(void)
 		bail("write: %s", strerror(errno));
 	close(stop[1]);
 	st = tu_wait_child(bg, 10000);
-	drain(s);
+	tu_stream_drain(s);
 
 	for (k = 0; k < KILLS; k++) {
 		if (s->expect[ID_VICTIM + k] == want[k])
@@ -534,26 +379,10 @@ static void test_kill(void)
 	   s->expect[ID_SINGLE]);
 
 	/* The partition's invariants hold after all that. */
-	{
-		char segname[SHMQ_SEGNAME_MAX];
-		struct shmq_map map;
-		uint64_t ns;
-		int rc;
-
-		rc = shmq__namespace_id(dir, &ns);
-		if (rc == 0) {
-			shmq__segment_name(ns, "kill", segname);
-			rc = shmq__segment_attach(segname, getuid(), 0600, 0, &map);
-		}
-		if (rc == 0) {
-			rc = shmq__ring_check(&map, 0);
-			shmq__segment_detach(&map);
-		}
-		if (!is_int(rc, 0, "kill: shmq__ring_check passes afterwards"))
-			diag("%s", shmq_errdetail());
-	}
+	if (!is_int(tu_ring_check(dir, "kill"), 0, "kill: shmq__ring_check passes afterwards"))
+		diag("%s", shmq_errdetail());
 	shmq_producer_close(p);
-	shmq_consumer_close(s->c);
+	tu_stream_close(s);
 	free(s);
 }
 
@@ -570,8 +399,8 @@ static void stall_hook(uint32_t claim)
 
 static void staller(int fd, uint32_t rep)
 {
-	shmq_client_t *cc = child_client();
-	shmq_producer_t *p = producer(cc, "stall");
+	shmq_client_t *cc = tu_child_client(dir, 60);
+	shmq_producer_t *p = tu_producer(cc, "stall");
 	int rc;
 
 	alloc_child_bufs();
@@ -598,7 +427,7 @@ static void staller(int fd, uint32_t rep)
 
 static void test_stall(void)
 {
-	struct stream *s = calloc(1, sizeof *s);
+	struct tu_stream *s = calloc(1, sizeof *s);
 	int passed = 0, exited = 0, after = 0;
 	shmq_producer_t *p;
 	uint64_t seq = 0;
@@ -606,24 +435,24 @@ static void test_stall(void)
 
 	if (!s)
 		bail("calloc");
-	create_topic("stall", STALL_MS);
-	open_stream(s, "stall");
-	p = producer(cl, "stall");
+	tu_topic_create(cl, "stall", RING, SHMQ_FULL_BLOCK, STALL_MS);
+	tu_stream_open(s, cl, "stall", MSG_MAGIC, revoked);
+	p = tu_producer(cl, "stall");
 	for (rep = 0; rep < STALLS; rep++) {
 		int fds[2], st;
 		char b;
-		pid_t pid = fork_child(fds);
+		pid_t pid = tu_fork(fds);
 
 		if (pid == 0)
 			staller(fds[1], rep);
-		if (!read_full(fds[0], &b, 1, 5000))
+		if (!tu_read_full(fds[0], &b, 1, 5000))
 			diag("stall %u: the child did not claim", rep);
 		close(fds[0]);
 		if (waitpid(pid, &st, WUNTRACED) != pid || !WIFSTOPPED(st))
 			diag("stall %u: the child did not stop", rep);
 		/* Behind the stalled claim: arrives once shmqd revokes it. */
 		if (send_one(p, ID_LIVE, seq, 64) >= 0 &&
-		    consume_until(s, ID_LIVE, seq, 5000))
+		    tu_stream_consume_until(s, ID_LIVE, seq, 5000) >= 0)
 			passed++;
 		seq++;
 		kill(pid, SIGCONT);
@@ -632,17 +461,17 @@ static void test_stall(void)
 			exited++;
 		else
 			diag("stall %u: the child ended with status %#x", rep, (unsigned)st);
-		if (consume_until(s, ID_AFTER + rep, 4, 3000))
+		if (tu_stream_consume_until(s, ID_AFTER + rep, 4, 3000) >= 0)
 			after++;
 	}
-	drain(s);
+	tu_stream_drain(s);
 	is_int(passed, STALLS, "stall: a message behind a stalled batch arrives once shmqd revokes it");
 	is_int(exited, STALLS, "stall: the continued batch returns SHMQ_EREVOKED, and the next batch goes through");
 	ok(s->forbidden == 0 && s->bad == 0 && after == STALLS && s->expect[ID_LIVE] == seq,
 	   "stall: none of a revoked batch delivered (%u), the later batches arrived (%d), all in order (%u bad)",
 	   s->forbidden, after, s->bad);
 	shmq_producer_close(p);
-	shmq_consumer_close(s->c);
+	tu_stream_close(s);
 	free(s);
 }
 
@@ -656,7 +485,7 @@ static void test_args(void)
 	shmq_producer_t *p, *ip;
 	int rc;
 
-	p = producer(cl, "stream");
+	p = tu_producer(cl, "stream");
 	is_int(shmq_send_batch(p, SHMQ_PARTITION_ANY, m, 1, 0, NULL), -EINVAL,
 	       "args: a batch needs an explicit partition");
 	is_int(shmq_send_batch(p, 0, m, 2, 0, NULL), -EINVAL,

@@ -33,7 +33,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -44,7 +43,6 @@
 #include <unistd.h>
 
 #include "shmq.h"
-#include "shmq_int.h"
 #include "tap.h"
 #include "testutil.h"
 
@@ -59,7 +57,6 @@
 #define ID_VICTIM  1000u /* + iteration: killed before commit, never delivered */
 #define ID_STALLED 2000u /* + rep: revoked, never delivered */
 #define ID_AFTER   3000u /* + rep: what a revoked producer sends next */
-#define ID_MAX	   4096u
 
 static char dir[256];
 static shmq_client_t *cl;
@@ -78,182 +75,16 @@ static int send_msg(shmq_producer_t *p, uint32_t producer, uint64_t seq,
 	return shmq_send(p, 0, NULL, 0, buf, len, timeout_ms, NULL);
 }
 
-/*
- * What the parent's consumer has seen of one topic: the next sequence
- * number expected from each producer, and every kind of wrong message.
- */
-struct stream {
-	const char *name;
-	shmq_consumer_t *c;
-	uint64_t expect[ID_MAX];
-	uint64_t delivered;
-	uint32_t bad;	    /* failed its checksum, or unknown, or out of order */
-	uint32_t forbidden; /* from a killed or revoked claim */
-};
-
-static void judge(struct stream *s, const struct shmq_msg *m, uint32_t *id,
-		  uint64_t *seq)
+/* A killed or revoked claim's message must never be delivered. */
+static bool abandoned(uint32_t producer)
 {
-	uint32_t producer;
-
-	s->delivered++;
-	*id = UINT32_MAX;
-	if (!tu_msg_check(m, MSG_MAGIC, &producer, seq) || producer >= ID_MAX) {
-		if (s->bad++ < 5)
-			diag("%s: message at %" PRIu64 " (%zu bytes) fails its checks",
-			     s->name, m->offset, m->value_len);
-		return;
-	}
-	*id = producer;
-	if ((producer >= ID_VICTIM && producer < ID_VICTIM + 1000) ||
-	    (producer >= ID_STALLED && producer < ID_STALLED + 1000)) {
-		if (s->forbidden++ < 5)
-			diag("%s: delivered the abandoned message of producer %u at %" PRIu64,
-			     s->name, producer, m->offset);
-		return;
-	}
-	if (*seq != s->expect[producer]) {
-		if (s->bad++ < 5)
-			diag("%s: producer %u seq %" PRIu64 ", expected %" PRIu64, s->name,
-			     producer, *seq, s->expect[producer]);
-	}
-	s->expect[producer] = *seq + 1;
-}
-
-/*
- * Consume, judging everything, until message (id, seq) arrives or
- * timeout_ms passes.  Returns the milliseconds it took, or -1.
- */
-static double consume_until(struct stream *s, uint32_t want_id, uint64_t want_seq,
-			    int timeout_ms)
-{
-	uint64_t t0 = tu_now_ns(), deadline = t0 + (uint64_t)timeout_ms * 1000000;
-	struct shmq_msg m;
-
-	while (tu_now_ns() < deadline) {
-		uint32_t id;
-		uint64_t seq;
-		int rc = shmq_consumer_poll(s->c, &m, 20);
-
-		if (rc == -EAGAIN)
-			continue;
-		if (rc != 0) {
-			diag("%s: poll: %s", s->name, shmq_strerror(rc));
-			return -1;
-		}
-		judge(s, &m, &id, &seq);
-		shmq_consumer_release(s->c);
-		if (id == want_id && seq == want_seq)
-			return (double)(tu_now_ns() - t0) / 1e6;
-	}
-	return -1;
-}
-
-/* Take what is left (until a poll of 300 ms finds nothing). */
-static void drain(struct stream *s)
-{
-	struct shmq_msg m;
-	uint32_t id;
-	uint64_t seq;
-	int n = 0;
-
-	while (n++ < 100000 && shmq_consumer_poll(s->c, &m, 300) == 0) {
-		judge(s, &m, &id, &seq);
-		shmq_consumer_release(s->c);
-	}
+	return (producer >= ID_VICTIM && producer < ID_VICTIM + 1000) ||
+	       (producer >= ID_STALLED && producer < ID_STALLED + 1000);
 }
 
 /* ------------------------------------------------------------------------
  * Plumbing
  */
-static void create_topic(const char *name, uint32_t stall_ms)
-{
-	struct shmq_topic_opts o = SHMQ_TOPIC_OPTS_INIT;
-	int rc;
-
-	o.ring_bytes = RING;
-	o.full_policy = SHMQ_FULL_BLOCK;
-	if (stall_ms)
-		o.stall_timeout_ms = stall_ms;
-	rc = shmq_topic_create(cl, name, &o);
-	if (rc)
-		bail("create topic %s: %s (%s)", name, shmq_strerror(rc), shmq_errdetail());
-}
-
-static shmq_producer_t *producer(shmq_client_t *c, const char *topic)
-{
-	shmq_producer_t *p;
-	int rc = shmq_producer_open(c, topic, NULL, &p);
-
-	if (rc)
-		bail("producer open %s: %s (%s)", topic, shmq_strerror(rc), shmq_errdetail());
-	return p;
-}
-
-static void open_stream(struct stream *s, const char *topic)
-{
-	struct shmq_consumer_opts o = SHMQ_CONSUMER_OPTS_INIT;
-	int rc;
-
-	memset(s, 0, sizeof *s);
-	s->name = topic;
-	o.from = SHMQ_FROM_EARLIEST;
-	rc = shmq_consumer_open(cl, topic, "check", &o, &s->c);
-	if (rc)
-		bail("consumer open %s: %s (%s)", topic, shmq_strerror(rc), shmq_errdetail());
-}
-
-/* In a child: a client of its own; never the parent's handles. */
-static shmq_client_t *child_client(void)
-{
-	shmq_client_t *c;
-
-	tap_child();
-	/* If the parent dies, do not linger. */
-	alarm(30);
-	if (shmq_open(dir, NULL, &c) != 0)
-		_exit(90);
-	return c;
-}
-
-/* Read a uint64_t within timeout_ms.  Returns true if one came whole. */
-static bool read_u64(int fd, int timeout_ms, uint64_t *v)
-{
-	struct pollfd pfd = { .fd = fd, .events = POLLIN };
-
-	if (poll(&pfd, 1, timeout_ms) != 1)
-		return false;
-	return read(fd, v, sizeof *v) == sizeof *v;
-}
-
-/* Read one byte within timeout_ms.  Returns it, or -1. */
-static int read_byte(int fd, int timeout_ms)
-{
-	struct pollfd pfd = { .fd = fd, .events = POLLIN };
-	unsigned char b;
-
-	if (poll(&pfd, 1, timeout_ms) != 1 || read(fd, &b, 1) != 1)
-		return -1;
-	return b;
-}
-
-static pid_t fork_child(int fds[2])
-{
-	pid_t pid;
-
-	if (pipe(fds) < 0)
-		bail("pipe: %s", strerror(errno));
-	fflush(NULL);
-	pid = fork();
-	if (pid < 0)
-		bail("fork: %s", strerror(errno));
-	if (pid == 0)
-		close(fds[0]);
-	else
-		close(fds[1]);
-	return pid;
-}
-
 /* The topic's producer count, or -1. */
 static int producers(const char *topic)
 {
@@ -304,9 +135,9 @@ static pid_t start_background(int *stop_fd, int *result_fd)
 
 		close(stop[1]);
 		close(result[0]);
-		cc = child_client();
+		cc = tu_child_client(dir, 30);
 		alarm(120);
-		p = producer(cc, "kill");
+		p = tu_producer(cc, "kill");
 		fcntl(stop[0], F_SETFL, O_NONBLOCK);
 		for (;;) {
 			char b;
@@ -340,8 +171,8 @@ static pid_t start_background(int *stop_fd, int *result_fd)
 static void victim(int fd, uint32_t id, size_t value_len, int stage)
 {
 	static uint8_t buf[16384];
-	shmq_client_t *cc = child_client();
-	shmq_producer_t *p = producer(cc, "kill");
+	shmq_client_t *cc = tu_child_client(dir, 30);
+	shmq_producer_t *p = tu_producer(cc, "kill");
 	struct shmq_claim claim;
 	int rc;
 
@@ -364,7 +195,7 @@ static void victim(int fd, uint32_t id, size_t value_len, int stage)
 }
 
 /* Publish filler until head is within `room` bytes of the end of the ring. */
-static void approach_ring_end(shmq_producer_t *p, struct stream *s, uint64_t *seq,
+static void approach_ring_end(shmq_producer_t *p, struct tu_stream *s, uint64_t *seq,
 			      uint64_t room)
 {
 	int i;
@@ -380,7 +211,7 @@ static void approach_ring_end(shmq_producer_t *p, struct stream *s, uint64_t *se
 		if (RING - off <= room && RING - off > 64)
 			return;
 		if (send_msg(p, ID_LIVE, *seq, RING - off > 4096 ? 4000 : 100, 2000) < 0 ||
-		    consume_until(s, ID_LIVE, *seq, 2000) < 0)
+		    tu_stream_consume_until(s, ID_LIVE, *seq, 2000) < 0)
 			return;
 		(*seq)++;
 	}
@@ -388,7 +219,7 @@ static void approach_ring_end(shmq_producer_t *p, struct stream *s, uint64_t *se
 
 static void test_kill(void)
 {
-	struct stream s;
+	struct tu_stream s;
 	shmq_producer_t *p;
 	uint64_t seq = 0, bg_sent = 0;
 	double lat, max_flow = 0, max_slot = 0;
@@ -396,12 +227,13 @@ static void test_kill(void)
 	int stop_fd = -1, result_fd = -1;
 	pid_t bg = 0;
 
-	create_topic("kill", 0);
-	open_stream(&s, "kill");
-	p = producer(cl, "kill");
+	tu_topic_create(cl, "kill", RING, SHMQ_FULL_BLOCK, 0);
+	tu_stream_open(&s, cl, "kill", MSG_MAGIC, abandoned);
+	p = tu_producer(cl, "kill");
 
 	for (i = 0; i < ITERATIONS; i++) {
 		int stage = i % 3, fds[2], want = 1;
+		char b;
 		size_t value_len = 200 + (size_t)(i * 997) % 6000;
 		pid_t pid;
 
@@ -418,10 +250,12 @@ static void test_kill(void)
 			value_len = 5000;
 		}
 
-		pid = fork_child(fds);
+		pid = tu_fork(fds);
 		if (pid == 0)
 			victim(fds[1], ID_VICTIM + (uint32_t)i, value_len, stage);
-		switch (read_byte(fds[0], 5000)) {
+		b = 0;
+		tu_read_full(fds[0], &b, 1, 5000);
+		switch (b) {
 		case 'w':
 			wrapped++;
 			/* fall through */
@@ -438,7 +272,7 @@ static void test_kill(void)
 		/* The partition must flow again: a later message arrives. */
 		if (send_msg(p, ID_LIVE, seq, 100 + (size_t)i, 3000) < 0)
 			diag("kill %d: live send failed", i);
-		lat = consume_until(&s, ID_LIVE, seq, 3000);
+		lat = tu_stream_consume_until(&s, ID_LIVE, seq, 3000);
 		seq++;
 		if (lat >= 0 && lat <= 1000)
 			flowed++;
@@ -465,10 +299,10 @@ static void test_kill(void)
 			bg_sent = 0;
 		close(stop_fd);
 		close(result_fd);
-		if (bg_sent && consume_until(&s, ID_BG, bg_sent - 1, 5000) < 0)
+		if (bg_sent && tu_stream_consume_until(&s, ID_BG, bg_sent - 1, 5000) < 0)
 			diag("kill: the background producer's last message did not come");
 	}
-	drain(&s);
+	tu_stream_drain(&s);
 
 	is_int(claimed, ITERATIONS, "kill: every victim claimed before it was killed (%d across the ring's end)",
 	       wrapped);
@@ -488,27 +322,11 @@ static void test_kill(void)
 	   bg_sent, s.expect[ID_BG]);
 
 	/* The partition's invariants hold after all that. */
-	{
-		char segname[SHMQ_SEGNAME_MAX];
-		struct shmq_map map;
-		uint64_t ns;
-		int rc;
-
-		rc = shmq__namespace_id(dir, &ns);
-		if (rc == 0) {
-			shmq__segment_name(ns, "kill", segname);
-			rc = shmq__segment_attach(segname, getuid(), 0600, 0, &map);
-		}
-		if (rc == 0) {
-			rc = shmq__ring_check(&map, 0);
-			shmq__segment_detach(&map);
-		}
-		if (!is_int(rc, 0, "kill: shmq__ring_check passes afterwards"))
-			diag("%s", shmq_errdetail());
-	}
+	if (!is_int(tu_ring_check(dir, "kill"), 0, "kill: shmq__ring_check passes afterwards"))
+		diag("%s", shmq_errdetail());
 
 	shmq_producer_close(p);
-	shmq_consumer_close(s.c);
+	tu_stream_close(&s);
 }
 
 /* ------------------------------------------------------------------------
@@ -517,8 +335,8 @@ static void test_kill(void)
 static void staller(int fd, uint32_t rep)
 {
 	static uint8_t buf[1024];
-	shmq_client_t *cc = child_client();
-	shmq_producer_t *p = producer(cc, "stall");
+	shmq_client_t *cc = tu_child_client(dir, 30);
+	shmq_producer_t *p = tu_producer(cc, "stall");
 	struct shmq_claim claim;
 	uint64_t t;
 	int rc;
@@ -556,15 +374,15 @@ static void staller(int fd, uint32_t rep)
 
 static void test_stall(void)
 {
-	struct stream s;
+	struct tu_stream s;
 	shmq_producer_t *p;
 	uint64_t seq = 0;
 	uint32_t rep;
 	int after_ok = 0;
 
-	create_topic("stall", STALL_MS);
-	open_stream(&s, "stall");
-	p = producer(cl, "stall");
+	tu_topic_create(cl, "stall", RING, SHMQ_FULL_BLOCK, STALL_MS);
+	tu_stream_open(&s, cl, "stall", MSG_MAGIC, abandoned);
+	p = tu_producer(cl, "stall");
 
 	for (rep = 0; rep < STALLS; rep++) {
 		int fds[2], st;
@@ -572,11 +390,11 @@ static void test_stall(void)
 		double el = -1;
 		pid_t pid;
 
-		pid = fork_child(fds);
+		pid = tu_fork(fds);
 		if (pid == 0)
 			staller(fds[1], rep);
 		t0 = 0;
-		if (!read_u64(fds[0], 5000, &t0)) {
+		if (!tu_read_full(fds[0], &t0, sizeof t0, 5000)) {
 			diag("stall %u: the child did not claim", rep);
 			t0 = tu_now_ns();
 		}
@@ -586,7 +404,7 @@ static void test_stall(void)
 			diag("stall %u: the child did not stop", rep);
 
 		if (send_msg(p, ID_LIVE, seq, 200, 3000) >= 0 &&
-		    consume_until(&s, ID_LIVE, seq, 5000) >= 0)
+		    tu_stream_consume_until(&s, ID_LIVE, seq, 5000) >= 0)
 			el = (double)(tu_now_ns() - t0) / 1e6;
 		seq++;
 		/* The reaper cannot have seen the claim before it was made. */
@@ -599,10 +417,10 @@ static void test_stall(void)
 		ok(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
 		   "stall %u: the continued producer's commit gives SHMQ_EREVOKED, and it can send again (status %#x)",
 		   rep, (unsigned)st);
-		if (consume_until(&s, ID_AFTER + rep, 0, 3000) >= 0)
+		if (tu_stream_consume_until(&s, ID_AFTER + rep, 0, 3000) >= 0)
 			after_ok++;
 	}
-	drain(&s);
+	tu_stream_drain(&s);
 	ok(s.forbidden == 0 && s.bad == 0 && after_ok == STALLS &&
 	   s.expect[ID_LIVE] == seq,
 	   "stall: no revoked message delivered; %d of %d later sends arrived; %" PRIu64 " messages in order (%u bad)",
@@ -614,7 +432,7 @@ static void test_stall(void)
 		   producers("stall"));
 	}
 	shmq_producer_close(p);
-	shmq_consumer_close(s.c);
+	tu_stream_close(&s);
 }
 
 int main(void)

@@ -22,7 +22,6 @@
  * Every wait is bounded; children are killed if they overstay.
  */
 #include <errno.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -74,28 +73,6 @@ static double ms_since(uint64_t t0)
  * Plumbing
  */
 
-static void create_topic(const char *name, int policy)
-{
-	struct shmq_topic_opts o = SHMQ_TOPIC_OPTS_INIT;
-	int rc;
-
-	o.ring_bytes = RING;
-	o.full_policy = policy;
-	rc = shmq_topic_create(cl, name, &o);
-	if (rc)
-		bail("create topic %s: %s (%s)", name, shmq_strerror(rc), shmq_errdetail());
-}
-
-static shmq_producer_t *producer(shmq_client_t *c, const char *topic)
-{
-	shmq_producer_t *p;
-	int rc = shmq_producer_open(c, topic, NULL, &p);
-
-	if (rc)
-		bail("producer open %s: %s (%s)", topic, shmq_strerror(rc), shmq_errdetail());
-	return p;
-}
-
 static shmq_consumer_t *consumer(shmq_client_t *c, const char *topic,
 				 const char *group, unsigned flags)
 {
@@ -112,43 +89,12 @@ static shmq_consumer_t *consumer(shmq_client_t *c, const char *topic,
 	return cons;
 }
 
-/* In a child: a client of its own, never the parent's handles. */
-static shmq_client_t *child_client(void)
+/* Read one byte from fd, waiting at most timeout_ms: did it come? */
+static bool read_byte(int fd, int timeout_ms)
 {
-	shmq_client_t *c;
-
-	tap_child();
-	if (shmq_open(dir, NULL, &c) != 0)
-		_exit(90);
-	return c;
-}
-
-/* Read one byte from fd, waiting at most timeout_ms.  Returns 1 or 0. */
-static int read_byte(int fd, int timeout_ms)
-{
-	struct pollfd pfd = { .fd = fd, .events = POLLIN };
 	char b;
 
-	if (poll(&pfd, 1, timeout_ms) != 1)
-		return 0;
-	return read(fd, &b, 1) == 1;
-}
-
-static pid_t fork_child(int fds[2])
-{
-	pid_t pid;
-
-	if (pipe(fds) < 0)
-		bail("pipe: %s", strerror(errno));
-	fflush(NULL);
-	pid = fork();
-	if (pid < 0)
-		bail("fork: %s", strerror(errno));
-	if (pid == 0)
-		close(fds[0]);
-	else
-		close(fds[1]);
-	return pid;
+	return tu_read_full(fd, &b, 1, timeout_ms);
 }
 
 static bool still_running(pid_t pid)
@@ -211,9 +157,9 @@ static void test_fail(void)
 	uint32_t prod;
 	uint64_t seq;
 
-	create_topic("fail", SHMQ_FULL_FAIL);
+	tu_topic_create(cl, "fail", RING, SHMQ_FULL_FAIL, 0);
 	c = consumer(cl, "fail", "hold", 0);
-	p = producer(cl, "fail");
+	p = tu_producer(cl, "fail");
 	while (n < 1000 && (rc = send_msg(p, 1, (uint64_t)n, 0)) >= 0)
 		n++;
 	ok(rc == -EAGAIN && n > 0, "fail: the held ring fills after %d messages (then %s)",
@@ -257,9 +203,9 @@ static void test_block(void)
 	int n = 0, rc = 0, bad = 0, got, i, st, fds[2];
 	pid_t pid;
 
-	create_topic("block", SHMQ_FULL_BLOCK);
+	tu_topic_create(cl, "block", RING, SHMQ_FULL_BLOCK, 0);
 	c = consumer(cl, "block", "hold", 0);
-	p = producer(cl, "block");
+	p = tu_producer(cl, "block");
 	while (n < 1000 && (rc = send_msg(p, 1, (uint64_t)n, 0)) >= 0)
 		n++;
 	t0 = tu_now_ns();
@@ -276,10 +222,10 @@ static void test_block(void)
 	   "block: timeout 200 ms gives %s after %.0f ms", shmq_strerror(rc), el);
 
 	/* A producer that waits for ever, in a child. */
-	pid = fork_child(fds);
+	pid = tu_fork(fds);
 	if (pid == 0) {
-		shmq_client_t *cc = child_client();
-		shmq_producer_t *cp = producer(cc, "block");
+		shmq_client_t *cc = tu_child_client(dir, 0);
+		shmq_producer_t *cp = tu_producer(cc, "block");
 
 		if (write(fds[1], "r", 1) != 1)
 			_exit(91);
@@ -342,11 +288,11 @@ static void test_wake(void)
 	int st, fds[2];
 	pid_t pid;
 
-	create_topic("wake", SHMQ_FULL_BLOCK);
-	p = producer(cl, "wake");
-	pid = fork_child(fds);
+	tu_topic_create(cl, "wake", RING, SHMQ_FULL_BLOCK, 0);
+	p = tu_producer(cl, "wake");
+	pid = tu_fork(fds);
 	if (pid == 0) {
-		shmq_client_t *cc = child_client();
+		shmq_client_t *cc = tu_child_client(dir, 0);
 		shmq_consumer_t *c = consumer(cc, "wake", "w", 0);
 		struct shmq_msg m;
 		uint32_t prod = 0;
@@ -397,9 +343,9 @@ static int idle_child(const char *group, unsigned flags, int ms, struct idle_res
 	int st, fds[2];
 	pid_t pid;
 
-	pid = fork_child(fds);
+	pid = tu_fork(fds);
 	if (pid == 0) {
-		shmq_client_t *cc = child_client();
+		shmq_client_t *cc = tu_child_client(dir, 0);
 		shmq_consumer_t *c = consumer(cc, "idle", group, flags);
 		struct idle_result r;
 		struct shmq_msg m;
@@ -431,7 +377,7 @@ static void test_idle(void)
 	struct idle_result r;
 	int st;
 
-	create_topic("idle", SHMQ_FULL_BLOCK);
+	tu_topic_create(cl, "idle", RING, SHMQ_FULL_BLOCK, 0);
 
 	st = idle_child("sleeper", 0, 2000, &r);
 	ok(exited_zero(st) && r.rc == -EAGAIN && r.wall_ns >= 1500 * MS &&
@@ -458,11 +404,11 @@ static void test_deleted(void)
 	int rc, st, fds[2];
 	pid_t pid;
 
-	create_topic("doomed", SHMQ_FULL_BLOCK);
-	p = producer(cl, "doomed");
-	pid = fork_child(fds);
+	tu_topic_create(cl, "doomed", RING, SHMQ_FULL_BLOCK, 0);
+	p = tu_producer(cl, "doomed");
+	pid = tu_fork(fds);
 	if (pid == 0) {
-		shmq_client_t *cc = child_client();
+		shmq_client_t *cc = tu_child_client(dir, 0);
 		shmq_consumer_t *c = consumer(cc, "doomed", "d", 0);
 		struct shmq_msg m;
 

@@ -13,7 +13,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <inttypes.h>
 #include <limits.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -575,4 +577,183 @@ bool tu_msg_check(const struct shmq_msg *m, uint32_t magic, uint32_t *producer,
 	*producer = h.producer;
 	*seq = h.seq;
 	return true;
+}
+
+/* ------------------------------------------------------------------------
+ * Plumbing of the tests that fork producers.
+ */
+void tu_topic_create(shmq_client_t *c, const char *name, uint64_t ring_bytes,
+		     int full_policy, uint32_t stall_ms)
+{
+	struct shmq_topic_opts o = SHMQ_TOPIC_OPTS_INIT;
+	int rc;
+
+	o.ring_bytes = ring_bytes;
+	o.full_policy = full_policy;
+	if (stall_ms)
+		o.stall_timeout_ms = stall_ms;
+	rc = shmq_topic_create(c, name, &o);
+	if (rc)
+		bail("create topic %s: %s (%s)", name, shmq_strerror(rc), shmq_errdetail());
+}
+
+shmq_producer_t *tu_producer(shmq_client_t *c, const char *topic)
+{
+	shmq_producer_t *p;
+	int rc = shmq_producer_open(c, topic, NULL, &p);
+
+	if (rc)
+		bail("producer open %s: %s (%s)", topic, shmq_strerror(rc), shmq_errdetail());
+	return p;
+}
+
+pid_t tu_fork(int fds[2])
+{
+	pid_t pid;
+
+	if (fds && pipe(fds) < 0)
+		bail("pipe: %s", strerror(errno));
+	fflush(NULL);
+	pid = fork();
+	if (pid < 0)
+		bail("fork: %s", strerror(errno));
+	if (fds)
+		close(fds[pid == 0 ? 0 : 1]);
+	return pid;
+}
+
+shmq_client_t *tu_child_client(const char *dir, unsigned alarm_s)
+{
+	shmq_client_t *c;
+
+	tap_child();
+	if (alarm_s)
+		alarm(alarm_s);
+	if (shmq_open(dir, NULL, &c) != 0)
+		_exit(90);
+	return c;
+}
+
+bool tu_read_full(int fd, void *buf, size_t n, int timeout_ms)
+{
+	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+
+	if (poll(&pfd, 1, timeout_ms) != 1)
+		return false;
+	return read(fd, buf, n) == (ssize_t)n;
+}
+
+int tu_ring_check(const char *dir, const char *topic)
+{
+	char segname[SHMQ_SEGNAME_MAX];
+	struct shmq_map map;
+	uint64_t ns;
+	int rc;
+
+	rc = shmq__namespace_id(dir, &ns);
+	if (rc == 0) {
+		shmq__segment_name(ns, topic, segname);
+		rc = shmq__segment_attach(segname, getuid(), 0600, 0, &map);
+	}
+	if (rc == 0) {
+		rc = shmq__ring_check(&map, 0);
+		shmq__segment_detach(&map);
+	}
+	return rc;
+}
+
+/* ------------------------------------------------------------------------
+ * The stream checker.
+ */
+void tu_stream_open(struct tu_stream *s, shmq_client_t *c, const char *topic,
+		    uint32_t magic, bool (*forbid)(uint32_t producer))
+{
+	struct shmq_consumer_opts o = SHMQ_CONSUMER_OPTS_INIT;
+	int rc;
+
+	memset(s, 0, sizeof *s);
+	s->name = topic;
+	s->magic = magic;
+	s->forbid = forbid;
+	o.from = SHMQ_FROM_EARLIEST;
+	rc = shmq_consumer_open(c, topic, "check", &o, &s->c);
+	if (rc)
+		bail("consumer open %s: %s (%s)", topic, shmq_strerror(rc), shmq_errdetail());
+}
+
+void tu_stream_close(struct tu_stream *s)
+{
+	shmq_consumer_close(s->c);
+	s->c = NULL;
+}
+
+void tu_stream_judge(struct tu_stream *s, const struct shmq_msg *m, uint32_t *id,
+		     uint64_t *seq)
+{
+	uint32_t producer;
+
+	s->delivered++;
+	*id = UINT32_MAX;
+	if (!tu_msg_check(m, s->magic, &producer, seq) || producer >= TU_STREAM_IDS) {
+		if (s->bad++ < 5)
+			diag("%s: message at %" PRIu64 " (%zu bytes) fails its checks",
+			     s->name, m->offset, m->value_len);
+		return;
+	}
+	*id = producer;
+	if (s->forbid && s->forbid(producer)) {
+		if (s->forbidden++ < 5)
+			diag("%s: delivered message %" PRIu64 " of producer %u at %" PRIu64
+			     ", which must never come",
+			     s->name, *seq, producer, m->offset);
+		return;
+	}
+	if (*seq != s->expect[producer] && s->bad++ < 5)
+		diag("%s: producer %u seq %" PRIu64 ", expected %" PRIu64, s->name,
+		     producer, *seq, s->expect[producer]);
+	s->expect[producer] = *seq + 1;
+}
+
+int tu_stream_take(struct tu_stream *s, int timeout_ms, uint32_t *id, uint64_t *seq)
+{
+	struct shmq_msg m;
+	int rc = shmq_consumer_poll(s->c, &m, timeout_ms);
+
+	if (rc != 0)
+		return rc;
+	tu_stream_judge(s, &m, id, seq);
+	shmq_consumer_release(s->c);
+	return 0;
+}
+
+double tu_stream_consume_until(struct tu_stream *s, uint32_t want_id,
+			       uint64_t want_seq, int timeout_ms)
+{
+	uint64_t t0 = tu_now_ns(), deadline = t0 + (uint64_t)timeout_ms * 1000000;
+
+	while (tu_now_ns() < deadline) {
+		uint32_t id;
+		uint64_t seq;
+		int rc = tu_stream_take(s, 20, &id, &seq);
+
+		if (rc == -EAGAIN)
+			continue;
+		if (rc != 0) {
+			diag("%s: poll: %s", s->name, shmq_strerror(rc));
+			return -1;
+		}
+		if (id == want_id && seq == want_seq)
+			return (double)(tu_now_ns() - t0) / 1e6;
+	}
+	return -1;
+}
+
+void tu_stream_drain(struct tu_stream *s)
+{
+	uint32_t id;
+	uint64_t seq;
+	int n = 0;
+
+	while (n++ < 1000000 && tu_stream_take(s, 300, &id, &seq) == 0)
+		;
 }

@@ -1,6 +1,7 @@
 /*
  * testutil.h - what the multi-process tests share: a private namespace per
- * test, starting and stopping shmqd, bounded waits for children.
+ * test, starting and stopping shmqd, bounded waits for children, the
+ * plumbing of forked producers, and a checker of what a consumer sees.
  *
  * Every helper is bounded in time; none spins for ever.  Tests also arm
  * alarm() through tu_init() so that a hang fails instead of stalling CI.
@@ -92,5 +93,91 @@ bool tu_msg_check(const struct shmq_msg *m, uint32_t magic, uint32_t *producer,
 
 /* Monotonic clock, ns. */
 uint64_t tu_now_ns(void);
+
+/* ------------------------------------------------------------------------
+ * Plumbing of the tests that fork producers: each bails out (or, in a
+ * child, exits) on failure, so that a test reads as what it checks.
+ */
+
+/* A topic of ring_bytes per partition, with full_policy; stall_ms 0: default. */
+void tu_topic_create(shmq_client_t *c, const char *name, uint64_t ring_bytes,
+		     int full_policy, uint32_t stall_ms);
+
+/* shmq_producer_open(c, topic) with default options. */
+shmq_producer_t *tu_producer(shmq_client_t *c, const char *topic);
+
+/*
+ * fork(), after flushing stdio.  With fds, a pipe from the child (which
+ * keeps fds[1]) to the parent (which keeps fds[0]); fds may be NULL.
+ */
+pid_t tu_fork(int fds[2]);
+
+/*
+ * In a forked child: tap_child(), alarm(alarm_s) unless 0 (a child whose
+ * parent died must not linger), and a client of its own on dir: never the
+ * parent's handles.  Exits 90 if it cannot open one.
+ */
+shmq_client_t *tu_child_client(const char *dir, unsigned alarm_s);
+
+/* Wait at most timeout_ms for fd to be readable, then read n bytes: true
+ * if they came whole. */
+bool tu_read_full(int fd, void *buf, size_t n, int timeout_ms);
+
+/* shmq__ring_check() of partition 0 of topic in dir, attached afresh:
+ * 0, or the error (with shmq_errdetail()). */
+int tu_ring_check(const char *dir, const char *topic);
+
+/* ------------------------------------------------------------------------
+ * A stream checker: what one consumer has seen of a topic whose messages
+ * are tu_msg_make()'s, from producers with ids below TU_STREAM_IDS.  Each
+ * producer's messages must come with seq 0, 1, 2, ... (none lost, none
+ * twice, in order); the messages of the producers the test forbids (a
+ * killed or revoked claim's) must never come at all.
+ */
+#define TU_STREAM_IDS 4096u
+
+struct tu_stream {
+	const char *name;
+	shmq_consumer_t *c;
+	uint32_t magic;
+	bool (*forbid)(uint32_t producer); /* may be NULL */
+	uint64_t expect[TU_STREAM_IDS];	   /* the next seq due from each producer */
+	uint64_t delivered;
+	uint32_t bad;	    /* failed its checks, or unknown, or out of order */
+	uint32_t forbidden; /* of a producer forbid() names */
+};
+
+/*
+ * Clear s and open a consumer in group "check" of topic from the earliest
+ * message; messages must carry magic.  Bails out on failure.
+ */
+void tu_stream_open(struct tu_stream *s, shmq_client_t *c, const char *topic,
+		    uint32_t magic, bool (*forbid)(uint32_t producer));
+
+/* Close s's consumer. */
+void tu_stream_close(struct tu_stream *s);
+
+/*
+ * Count and judge message m; *id, *seq are its producer and sequence
+ * number (*id is UINT32_MAX if it failed its checks).
+ */
+void tu_stream_judge(struct tu_stream *s, const struct shmq_msg *m, uint32_t *id,
+		     uint64_t *seq);
+
+/*
+ * Poll once (at most timeout_ms); judge and release what came.  Returns
+ * the poll's result (0: a message, whose producer and seq are in *id, *seq).
+ */
+int tu_stream_take(struct tu_stream *s, int timeout_ms, uint32_t *id, uint64_t *seq);
+
+/*
+ * Take and judge everything until message (want_id, want_seq) arrives or
+ * timeout_ms passes.  Returns the milliseconds it took, or -1.
+ */
+double tu_stream_consume_until(struct tu_stream *s, uint32_t want_id,
+			       uint64_t want_seq, int timeout_ms);
+
+/* Take what is left: until a poll of 300 ms finds nothing (bounded). */
+void tu_stream_drain(struct tu_stream *s);
 
 #endif
