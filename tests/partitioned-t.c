@@ -437,6 +437,30 @@ static void member_handle(struct member *me, const struct shmq_msg *m)
 	__atomic_store_n(&sh->inflight[me->id].state, IF_NONE, __ATOMIC_RELEASE);
 }
 
+/*
+ * A member's client, and its consumer in sh->group.  It counts itself
+ * ready whether or not that worked (the parent waits for every member);
+ * a failure is noted and closed, and returned.
+ */
+static int member_open(int id, const struct shmq_consumer_opts *opts,
+		       shmq_client_t **cl, shmq_consumer_t **c)
+{
+	int rc;
+
+	*cl = NULL;
+	rc = shmq_open(sh->dir, NULL, cl);
+	if (rc == 0)
+		rc = shmq_consumer_open(*cl, TOPIC, sh->group, opts, c);
+	__atomic_fetch_add(&sh->ready, 1, __ATOMIC_RELEASE);
+	if (rc < 0) {
+		fprintf(stderr, "# member %d: open: %s (%s)\n", id,
+			shmq_strerror(rc), shmq_errdetail());
+		note_bad(BAD_OPEN, id, rc, 0, 0, 0);
+		shmq_close(*cl);
+	}
+	return rc;
+}
+
 static int member_main(int id)
 {
 	struct shmq_consumer_opts opts = SHMQ_CONSUMER_OPTS_INIT;
@@ -457,17 +481,8 @@ static int member_main(int id)
 		opts.on_rebalance = on_rebalance;
 		opts.on_rebalance_arg = &me;
 	}
-	rc = shmq_open(sh->dir, NULL, &cl);
-	if (rc == 0)
-		rc = shmq_consumer_open(cl, TOPIC, sh->group, &opts, &me.c);
-	__atomic_fetch_add(&sh->ready, 1, __ATOMIC_RELEASE);
-	if (rc < 0) {
-		fprintf(stderr, "# member %d: open: %s (%s)\n", id,
-			shmq_strerror(rc), shmq_errdetail());
-		note_bad(BAD_OPEN, id, rc, 0, 0, 0);
-		shmq_close(cl);
+	if (member_open(id, &opts, &cl, &me.c) < 0)
 		return 1;
-	}
 
 	for (;;) {
 		if (__atomic_load_n(&sh->leave[id], __ATOMIC_ACQUIRE))
@@ -535,15 +550,8 @@ static int committer_main(int id)
 
 	opts.mode = SHMQ_GROUP_PARTITIONED;
 	opts.from = SHMQ_FROM_EARLIEST;
-	rc = shmq_open(sh->dir, NULL, &cl);
-	if (rc == 0)
-		rc = shmq_consumer_open(cl, TOPIC, sh->group, &opts, &c);
-	__atomic_fetch_add(&sh->ready, 1, __ATOMIC_RELEASE);
-	if (rc < 0) {
-		note_bad(BAD_OPEN, id, rc, 0, 0, 0);
-		shmq_close(cl);
+	if (member_open(id, &opts, &cl, &c) < 0)
 		return 1;
-	}
 	while (!__atomic_load_n(&sh->release, __ATOMIC_ACQUIRE)) {
 		rc = shmq_consumer_poll(c, &m, 0);
 		if (rc == 0 && m.value_len == sizeof v && m.partition < NPART) {
@@ -578,15 +586,8 @@ static int victim_main(int id)
 	int rc;
 
 	opts.mode = SHMQ_GROUP_PARTITIONED;
-	rc = shmq_open(sh->dir, NULL, &cl);
-	if (rc == 0)
-		rc = shmq_consumer_open(cl, TOPIC, sh->group, &opts, &c);
-	__atomic_fetch_add(&sh->ready, 1, __ATOMIC_RELEASE);
-	if (rc < 0) {
-		note_bad(BAD_OPEN, id, rc, 0, 0, 0);
-		shmq_close(cl);
+	if (member_open(id, &opts, &cl, &c) < 0)
 		return 1;
-	}
 	for (;;) {
 		rc = shmq_consumer_poll(c, &m, POLL_MS);
 		if (rc == -EAGAIN)
@@ -866,6 +867,40 @@ static int errors(void)
 	return sh->bad[BAD_POLL] + sh->bad[BAD_COMMIT] + sh->bad[BAD_OPEN] != 0;
 }
 
+/*
+ * Let the drained members go, and reap them: how many did not exit 0
+ * within EXIT_MAX_MS.
+ */
+static int release_members(const char *name, const pid_t *pids, const int *ids, int n)
+{
+	int i, st, bad = 0;
+
+	__atomic_store_n(&sh->release, 1, __ATOMIC_RELEASE);
+	for (i = 0; i < n; i++) {
+		st = tu_wait_child(pids[i], EXIT_MAX_MS);
+		if (st != 0) {
+			diag("%s: member %d status %#x", name, ids[i], st);
+			bad++;
+		}
+	}
+	return bad;
+}
+
+/* What every partitioned member must have seen: 4 checks. */
+static void check_members(const char *name)
+{
+	ok(sh->bad[BAD_CONTENT] == 0, "%s: no checksum, partition or length failure (%llu)",
+	   name, (unsigned long long)sh->bad[BAD_CONTENT]);
+	ok(sh->bad[BAD_ORDER] == 0, "%s: per-partition order held for every owner (%llu violations)",
+	   name, (unsigned long long)sh->bad[BAD_ORDER]);
+	ok(sh->bad[BAD_OWNERS] == 0, "%s: never two live members processing one partition (%llu)",
+	   name, (unsigned long long)sh->bad[BAD_OWNERS]);
+	ok(sh->bad[BAD_NOTOWNED] + sh->bad[BAD_CALLBACK] == 0,
+	   "%s: messages only from owned partitions (%llu), on_rebalance agrees with the assignment (%llu)",
+	   name, (unsigned long long)sh->bad[BAD_NOTOWNED],
+	   (unsigned long long)sh->bad[BAD_CALLBACK]);
+}
+
 /* ------------------------------------------------------------------------
  * kill: members SIGKILLed mid-stream
  */
@@ -1028,14 +1063,7 @@ static void scenario_kill(void)
 	   KILLS);
 	ok(assignments_cover(name, ids, KILL_MEMBERS),
 	   "kill: the final members' assignments cover every partition exactly once");
-	__atomic_store_n(&sh->release, 1, __ATOMIC_RELEASE);
-	for (i = 0; i < KILL_MEMBERS; i++) {
-		st = tu_wait_child(pids[i], EXIT_MAX_MS);
-		if (st != 0) {
-			diag("kill: member %d status %#x", ids[i], st);
-			bad_exit++;
-		}
-	}
+	bad_exit += release_members(name, pids, ids, KILL_MEMBERS);
 	report_bad(name);
 	ok(bad_exit == 0 && !errors(),
 	   "kill: members exited cleanly (the killed ones by SIGKILL), no open, poll or commit error");
@@ -1044,16 +1072,7 @@ static void scenario_kill(void)
 	   "kill: every message published was processed (%llu published, %llu processed, %llu missing, %llu never published)",
 	   (unsigned long long)t.published, (unsigned long long)sh->msgs,
 	   (unsigned long long)t.missing, (unsigned long long)t.extra);
-	ok(sh->bad[BAD_CONTENT] == 0, "kill: no checksum, partition or length failure (%llu)",
-	   (unsigned long long)sh->bad[BAD_CONTENT]);
-	ok(sh->bad[BAD_ORDER] == 0, "kill: per-partition order held for every owner (%llu violations)",
-	   (unsigned long long)sh->bad[BAD_ORDER]);
-	ok(sh->bad[BAD_OWNERS] == 0, "kill: never two live members processing one partition (%llu)",
-	   (unsigned long long)sh->bad[BAD_OWNERS]);
-	ok(sh->bad[BAD_NOTOWNED] + sh->bad[BAD_CALLBACK] == 0,
-	   "kill: messages only from owned partitions (%llu), on_rebalance agrees with the assignment (%llu)",
-	   (unsigned long long)sh->bad[BAD_NOTOWNED],
-	   (unsigned long long)sh->bad[BAD_CALLBACK]);
+	check_members(name);
 
 	/* Duplicates: only a killed member's message after its last commit. */
 	for (p = 0; p < NPART; p++) {
@@ -1100,7 +1119,7 @@ static void scenario_joinleave(void)
 	shmq_client_t *cl;
 	pid_t shmqd, pids[MAXMEM], prod;
 	int ids[MAXMEM], live = 0, next_id = 1, joins = 0, leaves = 0, bad_exit = 0;
-	int i, st, maxlive = 0, minlive = MAXMEM;
+	int st, maxlive = 0, minlive = MAXMEM;
 	uint64_t t_start, step;
 	struct tally t;
 
@@ -1166,14 +1185,7 @@ static void scenario_joinleave(void)
 	   "joinleave: stat: PARTITIONED, owned by the %d final members, all committed", live);
 	ok(assignments_cover(name, ids, live),
 	   "joinleave: the final members' assignments cover every partition exactly once");
-	__atomic_store_n(&sh->release, 1, __ATOMIC_RELEASE);
-	for (i = 0; i < live; i++) {
-		st = tu_wait_child(pids[i], EXIT_MAX_MS);
-		if (st != 0) {
-			diag("joinleave: member %d status %#x", ids[i], st);
-			bad_exit++;
-		}
-	}
+	bad_exit += release_members(name, pids, ids, live);
 	report_bad(name);
 	ok(bad_exit == 0 && !errors(),
 	   "joinleave: every member left cleanly, no open, poll or commit error");
@@ -1181,16 +1193,7 @@ static void scenario_joinleave(void)
 	   "joinleave: every message processed exactly once (%llu published, %llu missing, %llu duplicates, %llu never published)",
 	   (unsigned long long)t.published, (unsigned long long)t.missing,
 	   (unsigned long long)t.dups, (unsigned long long)t.extra);
-	ok(sh->bad[BAD_CONTENT] == 0, "joinleave: no checksum, partition or length failure (%llu)",
-	   (unsigned long long)sh->bad[BAD_CONTENT]);
-	ok(sh->bad[BAD_ORDER] == 0, "joinleave: per-partition order held for every owner (%llu violations)",
-	   (unsigned long long)sh->bad[BAD_ORDER]);
-	ok(sh->bad[BAD_OWNERS] == 0, "joinleave: never two live members processing one partition (%llu)",
-	   (unsigned long long)sh->bad[BAD_OWNERS]);
-	ok(sh->bad[BAD_NOTOWNED] + sh->bad[BAD_CALLBACK] == 0,
-	   "joinleave: messages only from owned partitions (%llu), on_rebalance agrees with the assignment (%llu)",
-	   (unsigned long long)sh->bad[BAD_NOTOWNED],
-	   (unsigned long long)sh->bad[BAD_CALLBACK]);
+	check_members(name);
 	teardown(shmqd, cl);
 }
 
@@ -1244,14 +1247,7 @@ static void scenario_shared(void)
 		all_ok &= sh->assign_n[ids[i]] == NPART;
 	ok(all_ok, "shared: stat says SHARED with 2 members; each member is assigned all %d partitions (%d, %d)",
 	   NPART, sh->assign_n[1], sh->assign_n[2]);
-	__atomic_store_n(&sh->release, 1, __ATOMIC_RELEASE);
-	for (i = 0; i < 2; i++) {
-		st = tu_wait_child(pids[i], EXIT_MAX_MS);
-		if (st != 0) {
-			diag("shared: member %d status %#x", ids[i], st);
-			bad_exit++;
-		}
-	}
+	bad_exit += release_members(name, pids, ids, 2);
 	tally(name, &t, 1);
 	report_bad(name);
 	ok(bad_exit == 0 && !errors(), "shared: members exited cleanly, no open, poll or commit error");
