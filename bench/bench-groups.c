@@ -181,13 +181,9 @@ int main(int argc, char **argv)
 	int runs, r;
 	FILE *json;
 
-	bench_parse(argc, argv,
-		    "  BENCH_GROUP_RUNS     deaths measured per kind (15; full 50)\n", &o);
-	json = bench_json_open(&o);
-	if (o.machine) {
-		bench_machine(json);
-		return 0;
-	}
+	json = bench_start(argc, argv,
+			   "  BENCH_GROUP_RUNS     deaths measured per kind (15; full 50)\n",
+			   &o, NULL);
 	bench_ns_setup(&ns, &o);
 	runs = (int)bench_env_long("BENCH_GROUP_RUNS", o.full ? 50 : 15);
 	if (runs < 1 || runs > 200)

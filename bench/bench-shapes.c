@@ -283,21 +283,10 @@ int main(int argc, char **argv)
 	uint64_t t_start = bench_now_ns();
 	FILE *json;
 
-	bench_parse(argc, argv,
-		    "  BENCH_SHAPE_SECONDS  measured window per run (0.25; full 1.5)\n"
-		    "  BENCH_SHAPE_WARM     warm-up before it (0.1; full 0.3)\n",
-		    &o);
-	json = bench_json_open(&o);
-	if (o.machine) {
-		bench_machine(json);
-		return 0;
-	}
-	if (o.cleanup) {
-		bench_ns_setup(&ns, &o);
-		bench_topic_delete_all(&ns);
-		bench_ns_teardown(&ns);
-		return 0;
-	}
+	json = bench_start(argc, argv,
+			   "  BENCH_SHAPE_SECONDS  measured window per run (0.25; full 1.5)\n"
+			   "  BENCH_SHAPE_WARM     warm-up before it (0.1; full 0.3)\n",
+			   &o, &ns);
 	bench_ns_setup(&ns, &o);
 	hx_init(&o, &ns);
 	run_s = bench_env_double("BENCH_SHAPE_SECONDS", bench_by_mode(&o, 0.25, 1.5));

@@ -1184,26 +1184,15 @@ int main(int argc, char **argv)
 	struct statvfs sv;
 	FILE *json;
 
-	bench_parse(argc, argv,
-		    "  BENCH_SPILL_DIR      where to make the data directory without --dir\n"
-		    "                       (/var/tmp: it must be on the disk, not tmpfs)\n"
-		    "  BENCH_SPILL_MB       MiB spilled, replayed and written per round (256; full 1024)\n"
-		    "  BENCH_JOURNAL_MB     MiB through the spill=always journal (64; full 256)\n"
-		    "  BENCH_SPILL_RATE     messages/s of the paced producer (200000)\n"
-		    "  BENCH_SPILL_LAT_SECONDS  measured seconds per latency case (1; full 3)\n"
-		    "  BENCH_SPILL_VERBOSE  1: print each round's figures as it ends\n",
-		    &o);
-	json = bench_json_open(&o);
-	if (o.machine) {
-		bench_machine(json);
-		return 0;
-	}
-	if (o.cleanup) {
-		bench_ns_setup(&ns, &o);
-		bench_topic_delete_all(&ns);
-		bench_ns_teardown(&ns);
-		return 0;
-	}
+	json = bench_start(argc, argv,
+			   "  BENCH_SPILL_DIR      where to make the data directory without --dir\n"
+			   "                       (/var/tmp: it must be on the disk, not tmpfs)\n"
+			   "  BENCH_SPILL_MB       MiB spilled, replayed and written per round (256; full 1024)\n"
+			   "  BENCH_JOURNAL_MB     MiB through the spill=always journal (64; full 256)\n"
+			   "  BENCH_SPILL_RATE     messages/s of the paced producer (200000)\n"
+			   "  BENCH_SPILL_LAT_SECONDS  measured seconds per latency case (1; full 3)\n"
+			   "  BENCH_SPILL_VERBOSE  1: print each round's figures as it ends\n",
+			   &o, &ns);
 	bench_ns_setup_in(&ns, &o, parent && *parent ? parent : "/var/tmp");
 	hx_init(&o, &ns);
 	if (o.runs > MAXR)

@@ -159,20 +159,9 @@ int main(int argc, char **argv)
 	uint64_t t_start = bench_now_ns();
 	FILE *json;
 
-	bench_parse(argc, argv,
-		    "  BENCH_TPUT_SECONDS  measured sending per run and size (0.2; full 1)\n",
-		    &o);
-	json = bench_json_open(&o);
-	if (o.machine) {
-		bench_machine(json);
-		return 0;
-	}
-	if (o.cleanup) {
-		bench_ns_setup(&ns, &o);
-		bench_topic_delete_all(&ns);
-		bench_ns_teardown(&ns);
-		return 0;
-	}
+	json = bench_start(argc, argv,
+			   "  BENCH_TPUT_SECONDS  measured sending per run and size (0.2; full 1)\n",
+			   &o, &ns);
 	bench_ns_setup(&ns, &o);
 	hx_init(&o, &ns);
 

@@ -283,6 +283,26 @@ void bench_parse(int argc, char **argv, const char *usage_extra,
 	(void)bench_started();
 }
 
+FILE *bench_start(int argc, char **argv, const char *usage_extra,
+		  struct bench_opts *o, struct bench_ns *ns)
+{
+	FILE *json;
+
+	bench_parse(argc, argv, usage_extra, o);
+	json = bench_json_open(o);
+	if (o->machine) {
+		bench_machine(json);
+		exit(0);
+	}
+	if (o->cleanup && ns) {
+		bench_ns_setup(ns, o);
+		bench_topic_delete_all(ns);
+		bench_ns_teardown(ns);
+		exit(0);
+	}
+	return json;
+}
+
 bool bench_want(const struct bench_opts *o, const char *name)
 {
 	size_t n = strlen(name);

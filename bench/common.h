@@ -59,6 +59,16 @@ struct bench_opts {
 void bench_parse(int argc, char **argv, const char *usage_extra,
 		 struct bench_opts *o);
 
+/*
+ * The start of every program's main(): bench_parse(), then open --json
+ * (the file it returns, or NULL) and do what --machine asks (describe the
+ * machine) and, given ns, what --cleanup asks (delete every topic of
+ * --dir): either exits 0 when done.
+ */
+struct bench_ns;
+FILE *bench_start(int argc, char **argv, const char *usage_extra,
+		  struct bench_opts *o, struct bench_ns *ns);
+
 /* An integer or a double from the environment, or def. */
 long bench_env_long(const char *name, long def);
 double bench_env_double(const char *name, double def);
