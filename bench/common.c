@@ -897,6 +897,11 @@ static int rm_one(const char *path, const struct stat *sb, int type,
 	return 0;
 }
 
+void bench_rm_tree(const char *dir)
+{
+	nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 void bench_ns_setup(struct bench_ns *ns, const struct bench_opts *o)
 {
 	bench_ns_setup_in(ns, o, NULL);
@@ -943,7 +948,7 @@ void bench_ns_teardown(struct bench_ns *ns)
 	ns->client = NULL;
 	stop_shmqd(ns);
 	if (ns->own_dir) {
-		nftw(ns->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+		bench_rm_tree(ns->dir);
 		ns->own_dir = false;
 	}
 	if (g_ns == ns)

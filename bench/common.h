@@ -222,6 +222,9 @@ void bench_ns_setup(struct bench_ns *ns, const struct bench_opts *o);
 void bench_ns_setup_in(struct bench_ns *ns, const struct bench_opts *o,
 		       const char *parent);
 
+/* Remove dir and everything below it (no links followed); quietly. */
+void bench_rm_tree(const char *dir);
+
 /* Delete our topics, stop our shmqd, remove our directory, close. */
 void bench_ns_teardown(struct bench_ns *ns);
 

@@ -33,7 +33,6 @@
 #include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
-#include <ftw.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -100,20 +99,10 @@ void hx_shared_free(void *p, size_t n)
 		munmap(p, n);
 }
 
-static int rm_one(const char *path, const struct stat *sb, int type,
-		  struct FTW *ftw)
-{
-	(void)sb;
-	(void)type;
-	(void)ftw;
-	remove(path);
-	return 0;
-}
-
 static void tmp_cleanup(void)
 {
 	if (g_tmp[0] && getpid() == g_owner)
-		nftw(g_tmp, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+		bench_rm_tree(g_tmp);
 }
 
 static void load_plugins(void);
