@@ -108,6 +108,15 @@ void shmq__spill_idx_entry_seal(struct shmq_spill_idx_entry *e)
 /*
  * shmq__spill_frame_check with the length still needed when the answer is
  * PENDING (32 while the header is incomplete, then the frame's file length).
+ *
+ * The one parser of frames on disk: every read (sf_frame, resync, and the
+ * warm-replay path r_next_mapped in spill-read.c) goes through it, and
+ * shmq__spill_frame_check is this without *need.  shmq__spill_append_raw
+ * (spill.c) reads a frame header too, but not through here: it takes a
+ * frame from a ring, where producers leave the CRC 0 (the writer computes
+ * it on the way to disk), so the CRC check here would refuse every frame
+ * it is given; merging the two would cost the hot read path a flag test
+ * for nothing.
  */
 int shmq__spill_frame_parse(const uint8_t *buf, size_t avail, uint64_t offset,
 		       uint32_t max_frame, struct shmq_frame_view *v,
