@@ -504,15 +504,12 @@ static void test_args(void)
 int main(void)
 {
 	pid_t shmqd;
-	int rc;
 
 	tu_init(240);
 	plan(3 + 4 + 6 + 3);
 	tu_make_dir("batch", dir, sizeof dir);
 	shmqd = tu_shmqd_start(dir, NULL);
-	rc = shmq_open(dir, NULL, &cl);
-	if (rc)
-		bail("shmq_open %s: %s (%s)", dir, shmq_strerror(rc), shmq_errdetail());
+	cl = tu_open(dir);
 
 	test_stream();
 	test_args();

@@ -238,8 +238,7 @@ int main(void)
 	tu_init(120);
 	plan(12);
 	tu_make_dir("diskfault", dir, sizeof(dir));
-	if (shmq_open(dir, NULL, &cl))
-		bail("shmq_open: %s", shmq_errdetail());
+	cl = tu_open(dir);
 	test_full();
 	test_eio();
 	test_roll();

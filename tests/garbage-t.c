@@ -701,9 +701,7 @@ static void baseline(void)
 	struct shmq_msg m;
 	int sent = 0, got = 0, bad = 0, i, rc;
 
-	rc = shmq_open(dir, NULL, &cl);
-	if (rc)
-		bail("shmq_open: %s (%s)", shmq_strerror(rc), shmq_errdetail());
+	cl = tu_open(dir);
 	round_open(cl, &r);
 	for (i = 0; i < 40; i++) {
 		size_t vlen = make_value(val, 8 + (size_t)i * 50, (uint32_t)i);

@@ -90,8 +90,7 @@ int main(void)
 	plan(21);
 	tu_make_dir("group", dir, sizeof dir);
 	d = tu_shmqd_start(dir, NULL);
-	if (shmq_open(dir, NULL, &cl))
-		bail("shmq_open: %s", shmq_errdetail());
+	cl = tu_open(dir);
 	to.partitions = 1;
 	to.ring_bytes = 64 << 10;
 	to.full_policy = SHMQ_FULL_FAIL;

@@ -865,7 +865,6 @@ static void test_spill(void)
 int main(void)
 {
 	pid_t shmqd;
-	int rc;
 
 	tu_init(600);
 	/* dedup, codes, kill twice */
@@ -877,9 +876,7 @@ int main(void)
 		bail("mmap: %s", strerror(errno));
 	tu_make_dir("idem", dir, sizeof dir);
 	shmqd = tu_shmqd_start(dir, NULL);
-	rc = shmq_open(dir, NULL, &cl);
-	if (rc)
-		bail("shmq_open %s: %s (%s)", dir, shmq_strerror(rc), shmq_errdetail());
+	cl = tu_open(dir);
 
 	test_dedup();
 	test_spill();

@@ -438,15 +438,12 @@ static void test_stall(void)
 int main(void)
 {
 	pid_t shmqd;
-	int rc;
 
 	tu_init(180);
 	plan(7 + 2 * STALLS + 2);
 	tu_make_dir("kill", dir, sizeof dir);
 	shmqd = tu_shmqd_start(dir, NULL);
-	rc = shmq_open(dir, NULL, &cl);
-	if (rc)
-		bail("shmq_open %s: %s (%s)", dir, shmq_strerror(rc), shmq_errdetail());
+	cl = tu_open(dir);
 
 	test_kill();
 	test_stall();

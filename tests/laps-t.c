@@ -839,9 +839,7 @@ int main(void)
 	make_topic("fail", 1, SHMQ_FULL_FAIL, MAX_MSG);
 	make_topic("block", 1, SHMQ_FULL_BLOCK, MAX_MSG);
 	make_topic("two", 1, SHMQ_FULL_BLOCK, MAX_MSG);
-	rc = shmq_open(dir, NULL, &client);
-	if (rc < 0)
-		bail("shmq_open: %s (%s)", shmq_strerror(rc), shmq_errdetail());
+	client = tu_open(dir);
 
 	test_sizes();
 	test_wraps();

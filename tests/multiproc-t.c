@@ -695,8 +695,7 @@ static void run(const char *name, uint32_t m, unsigned consumer_flags)
 
 	tu_make_dir(name, r.dir, sizeof r.dir);
 	shmqd = tu_shmqd_start(r.dir, NULL);
-	if (shmq_open(r.dir, NULL, &cl) < 0)
-		bail("shmq_open %s: %s", r.dir, shmq_errdetail());
+	cl = tu_open(r.dir);
 	topts.partitions = NPART;
 	topts.ring_bytes = RING;
 	topts.full_policy = SHMQ_FULL_BLOCK;

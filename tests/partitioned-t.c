@@ -651,9 +651,7 @@ static void setup(int mode, const char *group, const char *tag, pid_t *shmqd,
 	sh->per_part = MAXSEQ;
 	tu_make_dir(tag, sh->dir, sizeof sh->dir);
 	*shmqd = tu_shmqd_start(sh->dir, NULL);
-	rc = shmq_open(sh->dir, NULL, cl);
-	if (rc < 0)
-		bail("shmq_open %s: %s (%s)", sh->dir, shmq_strerror(rc), shmq_errdetail());
+	*cl = tu_open(sh->dir);
 	topts.partitions = NPART;
 	topts.ring_bytes = RING;
 	topts.full_policy = SHMQ_FULL_BLOCK;

@@ -443,15 +443,12 @@ static void test_deleted(void)
 int main(void)
 {
 	pid_t shmqd;
-	int rc;
 
 	tu_init(120);
 	plan(16);
 	tu_make_dir("policy", dir, sizeof dir);
 	shmqd = tu_shmqd_start(dir, NULL);
-	rc = shmq_open(dir, NULL, &cl);
-	if (rc)
-		bail("shmq_open %s: %s (%s)", dir, shmq_strerror(rc), shmq_errdetail());
+	cl = tu_open(dir);
 
 	test_fail();
 	test_block();

@@ -201,7 +201,6 @@ static void test_ack_timeout(void)
 int main(void)
 {
 	struct shmq_topic_params tp;
-	int rc;
 
 	tu_init(60);
 	plan(7);
@@ -214,9 +213,7 @@ int main(void)
 	tp.mode = 0600;
 	tp.stall_timeout_ms = STALL_MS;
 	tu_topic_direct(dir, "reap", &tp, &map);
-	rc = shmq_open(dir, NULL, &cl);
-	if (rc)
-		bail("shmq_open: %s (%s)", shmq_strerror(rc), shmq_errdetail());
+	cl = tu_open(dir);
 
 	test_first_sighting();
 	test_stall();

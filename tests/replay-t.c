@@ -514,8 +514,7 @@ int main(void)
 	plan(21);
 	tu_make_dir("replay", dir, sizeof(dir));
 	daemon_pid = tu_shmqd_start(dir, NULL);
-	if (shmq_open(dir, NULL, &cl))
-		bail("shmq_open %s: %s", dir, shmq_errdetail());
+	cl = tu_open(dir);
 
 	test_stopped();
 	test_kill("kill", NULL);

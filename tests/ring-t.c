@@ -361,9 +361,7 @@ int main(void)
 	plan(14);
 	tu_make_dir("ring", dir, sizeof dir);
 	make_topic(&map);
-	rc = shmq_open(dir, NULL, &client);
-	if (rc < 0)
-		bail("shmq_open: %s (%s)", shmq_strerror(rc), shmq_errdetail());
+	client = tu_open(dir);
 
 	/* Members join before the first message, so they must see them all. */
 	opts.from = SHMQ_FROM_EARLIEST;

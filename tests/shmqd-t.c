@@ -620,8 +620,7 @@ static void test_kill_and_adopt(const char *dir)
 
 	snprintf(log, sizeof(log), "%s/shmqd.log", dir);
 	daemon = tu_shmqd_start(dir, NULL);
-	if (shmq_open(dir, NULL, &c))
-		bail("shmq_open %s: %s", dir, shmq_errdetail());
+	c = tu_open(dir);
 	if (shmq_topic_create(c, "flow", NULL))
 		bail("create flow: %s", shmq_errdetail());
 
@@ -798,8 +797,7 @@ static void test_squatters(const char *dir)
 
 	snprintf(log, sizeof(log), "%s/shmqd.log", dir);
 	daemon = tu_shmqd_start(dir, NULL);
-	if (shmq_open(dir, NULL, &c))
-		bail("shmq_open %s: %s", dir, shmq_errdetail());
+	c = tu_open(dir);
 	if (shmq_topic_create(c, "sqmode", NULL) ||
 	    shmq_topic_create(c, "sqjunk", NULL) ||
 	    shmq_topic_create(c, "good", NULL))

@@ -135,8 +135,7 @@ int main(void)
 	plan(24);
 	tu_make_dir("subscribe", dir, sizeof dir);
 	d = tu_shmqd_start(dir, NULL);
-	if (shmq_open(dir, NULL, &cl))
-		bail("shmq_open: %s", shmq_errdetail());
+	cl = tu_open(dir);
 	create("orders.eu");
 	create("orders.us");
 	create("billing");

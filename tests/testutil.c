@@ -582,6 +582,16 @@ bool tu_msg_check(const struct shmq_msg *m, uint32_t magic, uint32_t *producer,
 /* ------------------------------------------------------------------------
  * Plumbing of the tests that fork producers.
  */
+shmq_client_t *tu_open(const char *dir)
+{
+	shmq_client_t *c;
+	int rc = shmq_open(dir, NULL, &c);
+
+	if (rc)
+		bail("shmq_open %s: %s (%s)", dir, shmq_strerror(rc), shmq_errdetail());
+	return c;
+}
+
 void tu_topic_create(shmq_client_t *c, const char *name, uint64_t ring_bytes,
 		     int full_policy, uint32_t stall_ms)
 {

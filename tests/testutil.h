@@ -99,6 +99,9 @@ uint64_t tu_now_ns(void);
  * child, exits) on failure, so that a test reads as what it checks.
  */
 
+/* shmq_open(dir) with default options. */
+shmq_client_t *tu_open(const char *dir);
+
 /* A topic of ring_bytes per partition, with full_policy; stall_ms 0: default. */
 void tu_topic_create(shmq_client_t *c, const char *name, uint64_t ring_bytes,
 		     int full_policy, uint32_t stall_ms);

@@ -527,7 +527,6 @@ int main(void)
 	shmq_client_t *cl;
 	pid_t shmqd;
 	size_t i;
-	int rc;
 
 	tu_init(600);
 	/* 6 options; per scenario 7, + exact, + tethered, + spill. */
@@ -538,9 +537,7 @@ int main(void)
 		bail("mmap: %s", strerror(errno));
 	tu_make_dir("untethered", dir, sizeof dir);
 	shmqd = tu_shmqd_start(dir, NULL);
-	rc = shmq_open(dir, NULL, &cl);
-	if (rc)
-		bail("shmq_open: %s", shmq_strerror(rc));
+	cl = tu_open(dir);
 	options(cl);
 	for (i = 0; i < sizeof scenarios / sizeof scenarios[0]; i++)
 		run(cl, &scenarios[i]);
