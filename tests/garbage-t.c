@@ -744,10 +744,7 @@ static void tail_lock_held(void)
 	pid_t holder, pid;
 	int st;
 
-	fflush(NULL);
-	holder = fork();
-	if (holder < 0)
-		bail("fork: %s", strerror(errno));
+	holder = tu_fork(NULL);
 	if (holder == 0) {
 		alarm(60);
 		for (;;)
@@ -859,10 +856,7 @@ int main(void)
 			int st;
 
 			memset(rep, 0, sizeof *rep);
-			fflush(NULL);
-			pid = fork();
-			if (pid < 0)
-				bail("fork: %s", strerror(errno));
+			pid = tu_fork(NULL);
 			if (pid == 0)
 				run_kind((enum kind)k, kseed, rounds);
 			st = tu_wait_child(pid, (int)(rounds * ROUND_ALARM + 30) * 1000);

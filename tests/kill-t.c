@@ -123,10 +123,7 @@ static pid_t start_background(int *stop_fd, int *result_fd)
 
 	if (pipe(stop) < 0 || pipe(result) < 0)
 		bail("pipe: %s", strerror(errno));
-	fflush(NULL);
-	pid = fork();
-	if (pid < 0)
-		bail("fork: %s", strerror(errno));
+	pid = tu_fork(NULL);
 	if (pid == 0) {
 		shmq_client_t *cc;
 		shmq_producer_t *p;

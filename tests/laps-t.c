@@ -782,10 +782,7 @@ static void test_two_processes(void)
 	rc = shmq_consumer_open(client, "two", "g", &co, &c);
 	if (rc < 0)
 		bail("two: consumer_open: %s", shmq_strerror(rc));
-	fflush(NULL);
-	pid = fork();
-	if (pid < 0)
-		bail("fork: %s", strerror(errno));
+	pid = tu_fork(NULL);
 	if (pid == 0) {
 		tap_child();
 		alarm(60);

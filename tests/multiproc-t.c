@@ -481,10 +481,7 @@ static pid_t spawn(struct run *r, int is_producer, int idx)
 {
 	pid_t pid;
 
-	fflush(NULL);
-	pid = fork();
-	if (pid < 0)
-		bail("fork: %s", strerror(errno));
+	pid = tu_fork(NULL);
 	if (pid == 0) {
 		tap_child();
 		/* The alarm is not inherited; a stuck child must die too. */

@@ -616,10 +616,7 @@ static pid_t spawn(int member_id)
 {
 	pid_t parent = getpid(), pid;
 
-	fflush(NULL);
-	pid = fork();
-	if (pid < 0)
-		bail("fork: %s", strerror(errno));
+	pid = tu_fork(NULL);
 	if (pid == 0) {
 		tap_child();
 		prctl(PR_SET_PDEATHSIG, SIGKILL);

@@ -207,10 +207,7 @@ static void test_second_daemon(const char *dir, pid_t first)
 	tu_program("shmqd", prog, sizeof(prog));
 	if (pipe2(pfd, O_CLOEXEC) != 0)
 		bail("pipe: %s", strerror(errno));
-	fflush(NULL);
-	pid = fork();
-	if (pid < 0)
-		bail("fork: %s", strerror(errno));
+	pid = tu_fork(NULL);
 	if (pid == 0) {
 		dup2(pfd[1], STDOUT_FILENO);
 		dup2(pfd[1], STDERR_FILENO);
