@@ -124,20 +124,11 @@ static size_t gidx(const struct run *r, int g, uint32_t p, uint32_t seq)
 	return ((size_t)g * NPROD + p) * r->m + seq;
 }
 
-static uint64_t splitmix(uint64_t *s)
-{
-	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
 /* The value length of message seq of producer p: uniform, deterministic. */
 static uint32_t value_len_of(uint32_t p, uint32_t seq)
 {
 	uint64_t s = ((uint64_t)p << 32 | seq) ^ 0x5eed;
-	uint32_t h = (uint32_t)splitmix(&s);
+	uint32_t h = (uint32_t)tu_splitmix(&s);
 
 	if (prod_conf[p].place == PL_EXPLICIT)
 		return h % (VALUE_MAX + 1);
@@ -150,11 +141,11 @@ static void fill_payload(uint8_t *b, size_t n, uint32_t p, uint32_t seq)
 	size_t i;
 
 	for (i = 0; i + 8 <= n; i += 8) {
-		v = splitmix(&s);
+		v = tu_splitmix(&s);
 		memcpy(b + i, &v, 8);
 	}
 	if (i < n) {
-		v = splitmix(&s);
+		v = tu_splitmix(&s);
 		memcpy(b + i, &v, n - i);
 	}
 }

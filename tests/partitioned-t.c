@@ -200,18 +200,9 @@ struct shared {
 static struct shared *sh;
 static uint64_t rng;
 
-static uint64_t splitmix(uint64_t *s)
-{
-	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
 static uint32_t rnd(uint32_t n)
 {
-	return (uint32_t)(splitmix(&rng) % n);
+	return (uint32_t)(tu_splitmix(&rng) % n);
 }
 
 static void sleep_ms(unsigned ms)
@@ -244,7 +235,7 @@ static void make_val(struct val *v, uint32_t part, uint32_t seq)
 	v->part = part;
 	v->seq = seq;
 	for (i = 0; i < sizeof v->payload; i += 8) {
-		x = splitmix(&s);
+		x = tu_splitmix(&s);
 		memcpy(v->payload + i, &x, 8);
 	}
 	v->crc = tu_crc(v, offsetof(struct val, crc));

@@ -82,21 +82,12 @@ static uint64_t nmissed, nreports;
 static int prod_rc[NPROD];
 static uint32_t prod_sent[NPROD];
 
-static uint64_t splitmix(uint64_t *s)
-{
-	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
 static uint32_t value_len_of(uint32_t p, uint32_t seq)
 {
 	uint64_t s = ((uint64_t)p << 32 | seq) ^ 0x5eed;
 
 	return sizeof(struct tag) +
-	       (uint32_t)(splitmix(&s) % (VALUE_MAX + 1 - sizeof(struct tag)));
+	       (uint32_t)(tu_splitmix(&s) % (VALUE_MAX + 1 - sizeof(struct tag)));
 }
 
 static void fill_payload(uint8_t *b, size_t n, uint32_t p, uint32_t seq)
@@ -105,7 +96,7 @@ static void fill_payload(uint8_t *b, size_t n, uint32_t p, uint32_t seq)
 	size_t i;
 
 	for (i = 0; i < n; i += 8) {
-		v = splitmix(&s);
+		v = tu_splitmix(&s);
 		memcpy(b + i, &v, n - i < 8 ? n - i : 8);
 	}
 }

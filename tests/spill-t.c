@@ -50,15 +50,6 @@ struct model {
 static uint8_t *kbuf, *vbuf;
 #define VBUF_MAX (256u * KiB)
 
-static uint64_t mix(uint64_t *s)
-{
-	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
 static void fill(uint8_t *p, size_t n, uint64_t seed)
 {
 	uint64_t s = seed, w = 0;
@@ -66,7 +57,7 @@ static void fill(uint8_t *p, size_t n, uint64_t seed)
 
 	for (i = 0; i < n; i++) {
 		if (!(i & 7))
-			w = mix(&s);
+			w = tu_splitmix(&s);
 		p[i] = (uint8_t)(w >> (8 * (i & 7)));
 	}
 }
@@ -291,7 +282,7 @@ static int fill_log(struct shmq_spill_log *log, struct model *m, size_t n, uint6
 	int rc;
 
 	for (i = 0; i < n; i++) {
-		uint64_t x = mix(&s);
+		uint64_t x = tu_splitmix(&s);
 		uint16_t klen = (uint16_t)(x % 3 == 0 ? 0 : x % 97);
 		uint32_t vlen;
 
@@ -355,7 +346,7 @@ static void test_crc(void)
 	is_int(shmq__crc32c(0, "", 0), 0, "crc of nothing is 0");
 	fill(buf, BIG + 16, 7);
 	for (n = 0; n <= EVERY; n++) {
-		uint32_t init = n & 1 ? (uint32_t)mix(&s) : 0;
+		uint32_t init = n & 1 ? (uint32_t)tu_splitmix(&s) : 0;
 		uint32_t a, b, c, f;
 
 		off = n % 8;
@@ -374,9 +365,9 @@ static void test_crc(void)
 		size_t cut;
 		uint32_t a, b, c;
 
-		off = mix(&s) % 16;
-		n = mix(&s) % BIG;
-		cut = n ? mix(&s) % n : 0;
+		off = tu_splitmix(&s) % 16;
+		n = tu_splitmix(&s) % BIG;
+		cut = n ? tu_splitmix(&s) % n : 0;
 		a = shmq__crc32c_sw(0, buf + off, n);
 		b = shmq__crc32c_hw3(0, buf + off, n);
 		c = shmq__crc32c(shmq__crc32c(0, buf + off, cut), buf + off + cut, n - cut);
@@ -1036,7 +1027,7 @@ static void test_seek(void)
 	log = wopen(dir, &o, NULL);
 	/* Timestamps that mostly grow, with producers' jitter (not monotonic). */
 	for (i = 0; i < 3000; i++) {
-		uint64_t x = mix(&s);
+		uint64_t x = tu_splitmix(&s);
 
 		if (x % 9 == 0)
 			add_pad(log, &m, 64 + (x % 8) * 32);

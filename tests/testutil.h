@@ -91,6 +91,19 @@ size_t tu_msg_make(void *buf, size_t len, uint32_t magic, uint32_t producer,
 bool tu_msg_check(const struct shmq_msg *m, uint32_t magic, uint32_t *producer,
 		  uint64_t *seq);
 
+/*
+ * splitmix64: the next number of the stream in *s.  For the tests'
+ * deterministic contents and choices; inline, as some fill buffers with it.
+ */
+static inline uint64_t tu_splitmix(uint64_t *s)
+{
+	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
 /* Monotonic clock, ns. */
 uint64_t tu_now_ns(void);
 
