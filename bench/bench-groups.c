@@ -183,7 +183,7 @@ int main(int argc, char **argv)
 
 	json = bench_start(argc, argv,
 			   "  BENCH_GROUP_RUNS     deaths measured per kind (15; full 50)\n",
-			   &o, NULL);
+			   &o, &ns);
 	bench_ns_setup(&ns, &o);
 	runs = (int)bench_env_long("BENCH_GROUP_RUNS", o.full ? 50 : 15);
 	if (runs < 1 || runs > 200)
