@@ -7,10 +7,15 @@
  *   (control.c), and then loops: poll the socket and a signalfd with a
  *   timeout of the reap interval, serve requests, and run the reaper
  *   (reap.c) whenever the interval has passed.  One thread does it all,
- *   but for the spill syncer (libshmq/spill.c): it fdatasyncs and closes
- *   the spill segments the loop has rolled away from, so that the loop
- *   never waits for the disk at a roll.  It shares no state with the loop
- *   but its job queue, and blocks every signal.
+ *   but for two that wait for the disk in its stead: the spill syncer
+ *   (libshmq/spill.c) fdatasyncs and closes the spill segments the loop
+ *   has rolled away from, so that the loop never waits for the disk at a
+ *   roll; the checkpointer (libshmq/checkpointer.c) writes and fsyncs the
+ *   group checkpoints whose snapshots the loop hands it (spill.c), so
+ *   that a slow fsync never delays the reaper's noticing a death.  Each
+ *   shares no state with the loop but its job queue, and blocks every
+ *   signal.  At SIGTERM the loop waits for the checkpointer's write in
+ *   flight and writes the last checkpoint itself.
  *
  * Invariants
  *   - One shmqd per directory: DIR/shmqd.lock is held with flock(LOCK_EX)
@@ -510,10 +515,19 @@ int main(int argc, char **argv)
 			  shmqd_liberr(rc, why, sizeof(why)));
 		d.syncer = NULL;
 	}
+	rc = shmq__checkpointer_start(d.dir, &d.ckpt);
+	if (rc) {
+		char why[SHMQD_MSG_MAX];
+
+		shmqd_err("%s; group checkpoints are written in the event loop",
+			  shmqd_liberr(rc, why, sizeof(why)));
+		d.ckpt = NULL;
+	}
 
 	shmqd_topics_adopt_all(&d);
 	if (shmqd_ctl_listen(&d)) {
 		shmqd_topics_detach_all(&d);
+		shmq__checkpointer_stop(d.ckpt);
 		shmq__spill_syncer_stop(d.syncer);
 		return 1;
 	}
@@ -529,6 +543,8 @@ int main(int argc, char **argv)
 	shmqd_ctl_close(&d);
 	shmqd_watch_close(&d.watch);
 	shmqd_topics_detach_all(&d);
+	/* After the topics: each waited for its checkpoint in flight. */
+	shmq__checkpointer_stop(d.ckpt);
 	/* After the logs: closing one waits for its segment's sync. */
 	shmq__spill_syncer_stop(d.syncer);
 	close(d.signal_fd);
