@@ -29,6 +29,15 @@
  * the next roll if it is still running, and a journal's sync waits for it
  * before it moves `synced`.
  *
+ * Group checkpoints: once a second each topic's committed offsets are
+ * snapshot here (loads of the cursors) and, if they changed, handed to the
+ * checkpointer thread (d->ckpt, libshmq/checkpointer.c), which writes and
+ * fsyncs them; a snapshot still waiting is replaced by the newer one.
+ * The loop collects the results at each pass and logs failures.  It
+ * waits for the thread only when it must own the file: at a topic's
+ * release (the directory may be removed next) and at shutdown, where it
+ * writes the last checkpoint itself (shmqd_spill_checkpoint_all).
+ *
  * The log is contiguous: offsets that every group consumed before they had
  * to go to disk are appended as padding, so the disk log and the ring agree
  * on every offset, and a reader walks over them like over ring padding.
@@ -53,6 +62,10 @@
  *   starting at the end of their logs, so offsets continue, and the groups
  *   are recreated from the last checkpoint of their committed offsets; they
  *   replay from disk what they had not committed.
+ * - A failed checkpoint write (ENOSPC, EIO, in the checkpointer thread) is
+ *   logged when the loop collects it, once per run of failures, and the
+ *   next snapshot is handed over even if unchanged; the previous
+ *   checkpoint stays readable (checkpoint.c).
  */
 #include <dirent.h>
 #include <errno.h>
