@@ -4,8 +4,8 @@
 #   make demo       start shmqd, run producers and two groups, print rates
 #   make check      build and run every TAP test through prove
 #   make check SAN=address,undefined     the same under sanitizers
-#   make check-tsan the ring protocol and the spill syncer as threads under
-#                   ThreadSanitizer
+#   make check-tsan the ring protocol, the spill syncer and the checkpointer
+#                   as threads under ThreadSanitizer, and shmqd built with it
 #   make bench      benchmarks (never part of check)
 #   make fuzz       build the libFuzzer targets (clang)
 #   make install / uninstall   honour PREFIX and DESTDIR
@@ -147,11 +147,14 @@ check: all $(TESTS) $(FUZZ_REPLAY)
 		prove -f $(TESTS) $(FUZZ_REPLAY)
 
 # ThreadSanitizer cannot see across processes; the ring protocol tests run
-# producers and consumers as threads of one process, and rollsync-t runs
-# spill writers, the syncer thread of shmqd and retention as threads.
-TSAN_TESTS := ring-t rollsync-t
+# producers and consumers as threads of one process, rollsync-t runs spill
+# writers, the syncer thread of shmqd and retention as threads, and
+# checkpoint-t the checkpointer thread with its owner.  diskfault-t runs
+# shmqd itself, built with TSan too: its loop, syncer and checkpointer
+# threads on slow and failing disks (a report stops shmqd, and the test).
+TSAN_TESTS := ring-t rollsync-t checkpoint-t diskfault-t
 check-tsan:
-	$(MAKE) SAN=thread $(addprefix build/san-thread/tests/,$(TSAN_TESTS))
+	$(MAKE) SAN=thread build/san-thread/shmqd $(addprefix build/san-thread/tests/,$(TSAN_TESTS))
 	SHMQ_BUILD=$(CURDIR)/build/san-thread \
 	TSAN_OPTIONS="suppressions=$(CURDIR)/tests/tsan.supp history_size=7 halt_on_error=1" \
 		prove -f $(addprefix build/san-thread/tests/,$(TSAN_TESTS))

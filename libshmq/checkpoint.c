@@ -6,7 +6,9 @@
  * The committed offsets of a topic's groups live in shared memory, which a
  * host restart loses.  shmqd writes them to a small file per topic now and
  * then (and at shutdown); after a host restart each group replays what was
- * spilled from its checkpointed offset.  A checkpoint lags the groups'
+ * spilled from its checkpointed offset.  The periodic writes run in a
+ * thread of their own (checkpointer.c), which writes one topic at a time:
+ * this file assumes one writer per topic and does not lock.  A checkpoint lags the groups'
  * real progress, so replay after a crash may deliver again what was
  * processed after the last checkpoint: at-least-once, never a gap.
  *

@@ -6,9 +6,9 @@
  * When a test arms a rule, shmq__fault_active becomes non-zero and the
  * wrappers in fault.h call in here instead of going straight to the
  * system.  Each call is counted per kind, the rules are matched against
- * the count, and either the real call runs (perhaps shortened) or errno is
- * set and -1 returned.  There is no file format; this module keeps no
- * state on disk.
+ * the count, and either the real call runs (perhaps shortened, perhaps
+ * after a delay) or errno is set and -1 returned.  There is no file
+ * format; this module keeps no state on disk.
  *
  * Invariants
  * ----------
@@ -19,6 +19,10 @@
  * - A rule's `used` is its publication: arming writes the rule, then sets
  *   it; disarming only clears it.  shmqd disarms (SIGUSR1) in its loop
  *   while its spill syncer thread may be matching rules in hit().
+ * - A delay rule sleeps in the thread that makes the call (a syncer's or
+ *   checkpointer's fsync sleeps there, not in shmqd's loop), and does not
+ *   end the match: a failure rule for the same call still fires after it,
+ *   as on a disk that is slow and then fails.
  *
  * Failure and recovery
  * --------------------
@@ -30,6 +34,7 @@
 #include <errno.h>
 #include <stdbool.h>
 #include <string.h>
+#include <time.h>
 
 #include "fault.h"
 #include "shmq_int.h"
@@ -54,8 +59,12 @@ int shmq__fault_arm(enum shmq_fault_op op, unsigned long nth, int err,
 
 	if ((unsigned)op >= SHMQ_FAULT_NOPS || nth == 0)
 		return -EINVAL;
-	if (err == SHMQ_FAULT_SHORT && op != SHMQ_FAULT_WRITE)
+	if (flags & SHMQ_FAULT_DELAY) {
+		if (err <= 0 || err > 60000)
+			return -EINVAL;
+	} else if (err == SHMQ_FAULT_SHORT && op != SHMQ_FAULT_WRITE) {
 		return -EINVAL;
+	}
 	for (i = 0; i < SHMQ_FAULT_RULES; i++) {
 		if (__atomic_load_n(&rules[i].used, __ATOMIC_RELAXED))
 			continue;
@@ -98,6 +107,17 @@ unsigned long shmq__fault_fired(void)
 	return __atomic_load_n(&fired, __ATOMIC_RELAXED);
 }
 
+/* Sleep ms milliseconds, whatever signals arrive; errno is kept. */
+static void delay_ms(int ms)
+{
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000 };
+	int saved = errno;
+
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+	errno = saved;
+}
+
 /*
  * Count a call of kind op and find the rule that fires for it.  Returns
  * NULL to let the real call run untouched.
@@ -114,6 +134,11 @@ static const struct fault_rule *hit(enum shmq_fault_op op)
 			continue;
 		if (n == r->nth || ((r->flags & SHMQ_FAULT_STICKY) && n > r->nth)) {
 			__atomic_add_fetch(&fired, 1, __ATOMIC_RELAXED);
+			if (r->flags & SHMQ_FAULT_DELAY) {
+				/* A slow disk: the call still happens, late. */
+				delay_ms(r->err);
+				continue;
+			}
 			return r;
 		}
 	}

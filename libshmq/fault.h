@@ -6,7 +6,8 @@
  * Every open, write, pwrite, ftruncate, fsync, fdatasync and rename that
  * spill.c and checkpoint.c make goes through one of the wrappers below.  A
  * test arms a rule, "the Nth call of kind K fails with errno E" or "the
- * Nth write writes only half of what it was asked" (a short write), runs
+ * Nth write writes only half of what it was asked" (a short write), or
+ * "the Nth fsync takes 400 ms longer" (a slow disk), runs
  * the code under test and checks what it reported and what survived on
  * disk.  Several rules may be armed at once; a sticky rule also fails every
  * later call of its kind (a disk that stays full).
@@ -55,6 +56,8 @@ enum shmq_fault_op {
 #define SHMQ_FAULT_SHORT 0
 /* Rule flag: fail the Nth call and every later one of the kind. */
 #define SHMQ_FAULT_STICKY 0x1u
+/* Rule flag: do not fail the call; sleep err milliseconds, then make it. */
+#define SHMQ_FAULT_DELAY 0x2u
 /* Rules armed at once. */
 #define SHMQ_FAULT_RULES 8
 
@@ -64,8 +67,12 @@ extern unsigned shmq__fault_active;
 /*
  * Arm a rule: the nth call (1-based, counted since the last reset) of kind
  * op fails with errno err, or, with err == SHMQ_FAULT_SHORT and op ==
- * SHMQ_FAULT_WRITE, writes half.  flags: SHMQ_FAULT_STICKY.  Returns 0, or
- * -ENOSPC when SHMQ_FAULT_RULES rules are armed, -EINVAL for a bad op.
+ * SHMQ_FAULT_WRITE, writes half.  flags: SHMQ_FAULT_STICKY, and
+ * SHMQ_FAULT_DELAY to make the call err milliseconds slow instead of
+ * failing it (a slow disk: code that runs it in a loop that also keeps
+ * time must not take a stale clock for now).  Returns 0, or
+ * -ENOSPC when SHMQ_FAULT_RULES rules are armed, -EINVAL for a bad op
+ * or a delay outside 1..60000 ms.
  */
 int shmq__fault_arm(enum shmq_fault_op op, unsigned long nth, int err,
 		    unsigned flags);

@@ -9,7 +9,8 @@
  *
  * Layout on disk, per topic and partition:
  *
- *   DIR/spill/<topic>/groups                 group checkpoints (checkpoint.c)
+ *   DIR/spill/<topic>/groups                 group checkpoints (checkpoint.c,
+ *                                            written by checkpointer.c)
  *   DIR/spill/<topic>/groups.prev            the one before
  *   DIR/spill/<topic>/<partition>/           one partition's log
  *       00000000000000000000.seg             segments, named by first offset
@@ -548,5 +549,59 @@ int shmq__checkpoint_decode(const void *buf, size_t len, struct shmq_ckpt **out)
 
 /* NULL is a no-op. */
 void shmq__checkpoint_free(struct shmq_ckpt *cp);
+
+/* ------------------------------------------------------------------------
+ * checkpointer.c: checkpoints written in a thread, off shmqd's event loop
+ */
+struct shmq_checkpointer;
+struct shmq_checkpointer_slot;
+
+/* How the last write of a slot went. */
+struct shmq_checkpointer_result {
+	int err;	  /* 0, or as shmq__checkpoint_write */
+	uint64_t tag;	  /* the tag its snapshot was handed over with */
+	char detail[256]; /* the error's detail (shmq_errdetail of the thread) */
+};
+
+/*
+ * Start the thread that writes the checkpoints of DIR's topics.  It blocks
+ * every signal.  Returns 0 and *out, -ENOMEM, -errno.
+ */
+int shmq__checkpointer_start(const char *dir, struct shmq_checkpointer **out);
+
+/* Stop the thread and free it.  Every slot must be freed first.  NULL: no-op. */
+void shmq__checkpointer_stop(struct shmq_checkpointer *w);
+
+/* A topic's slot: at most one write running, one snapshot waiting. */
+int shmq__checkpointer_slot_new(struct shmq_checkpointer *w, const char *topic,
+				struct shmq_checkpointer_slot **out);
+
+/*
+ * Hand snapshot cp (ownership passes; freed when written or superseded)
+ * to the thread, tagged (the caller's, returned in the result).  A
+ * snapshot of the slot still waiting is replaced and freed unwritten.
+ * Never waits for the disk.
+ */
+void shmq__checkpointer_submit(struct shmq_checkpointer_slot *s,
+			       struct shmq_ckpt *cp, uint64_t tag);
+
+/*
+ * The result of the slot's last finished write, once: true and *res, or
+ * false when there is none new.  A failure is kept until collected, even
+ * when a later write succeeds.  Never waits for the disk.
+ */
+bool shmq__checkpointer_poll(struct shmq_checkpointer_slot *s,
+			     struct shmq_checkpointer_result *res);
+
+/*
+ * Drop the slot's waiting snapshot and wait for its running write: then
+ * nobody else writes the topic's checkpoint until the next submit, and
+ * the caller may write it or remove the directory.  Returns true when a
+ * snapshot was dropped.  Waits for the disk (one write at most).
+ */
+bool shmq__checkpointer_quiesce(struct shmq_checkpointer_slot *s);
+
+/* Quiesce and free.  NULL is a no-op. */
+void shmq__checkpointer_slot_free(struct shmq_checkpointer_slot *s);
 
 #endif /* SHMQ_SPILL_H */

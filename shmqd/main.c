@@ -7,10 +7,15 @@
  *   (control.c), and then loops: poll the socket and a signalfd with a
  *   timeout of the reap interval, serve requests, and run the reaper
  *   (reap.c) whenever the interval has passed.  One thread does it all,
- *   but for the spill syncer (libshmq/spill.c): it fdatasyncs and closes
- *   the spill segments the loop has rolled away from, so that the loop
- *   never waits for the disk at a roll.  It shares no state with the loop
- *   but its job queue, and blocks every signal.
+ *   but for two that wait for the disk in its stead: the spill syncer
+ *   (libshmq/spill.c) fdatasyncs and closes the spill segments the loop
+ *   has rolled away from, so that the loop never waits for the disk at a
+ *   roll; the checkpointer (libshmq/checkpointer.c) writes and fsyncs the
+ *   group checkpoints whose snapshots the loop hands it (spill.c), so
+ *   that a slow fsync never delays the reaper's noticing a death.  Each
+ *   shares no state with the loop but its job queue, and blocks every
+ *   signal.  At SIGTERM the loop waits for the checkpointer's write in
+ *   flight and writes the last checkpoint itself.
  *
  * Invariants
  *   - One shmqd per directory: DIR/shmqd.lock is held with flock(LOCK_EX)
@@ -86,7 +91,9 @@ static void usage(FILE *f)
 		"                            for tests: fail the Nth spill-file call of\n"
 		"                            kind OP (open, write, ftruncate, fsync,\n"
 		"                            fdatasync, rename) with ERRNO (ENOSPC, EIO,\n"
-		"                            EDQUOT, or a number; 0 = a short write);\n"
+		"                            EDQUOT, or a number; 0 = a short write;\n"
+		"                            DELAYms, as in DELAY500 = succeed, that many\n"
+		"                            milliseconds late: a slow disk);\n"
 		"                            sticky: every later call too.  SIGUSR1\n"
 		"                            disarms (the disk has room again)\n"
 		"\n"
@@ -95,7 +102,11 @@ static void usage(FILE *f)
 		REAP_INTERVAL_MAX_MS, REAP_INTERVAL_DEFAULT_MS);
 }
 
-/* --fault OP:N:ERRNO[:sticky], for tests of disk faults while spilling. */
+/*
+ * --fault OP:N:ERRNO[:sticky] or OP:N:DELAYms[:sticky], for tests of disk
+ * faults while spilling.  The whole spec must parse: "DELAY500ms" is
+ * refused rather than taken for DELAY500 without its sticky.
+ */
 static int arm_fault(const char *spec)
 {
 	static const char *const ops[] = {
@@ -103,31 +114,44 @@ static int arm_fault(const char *spec)
 		[SHMQ_FAULT_FTRUNCATE] = "ftruncate", [SHMQ_FAULT_FSYNC] = "fsync",
 		[SHMQ_FAULT_FDATASYNC] = "fdatasync", [SHMQ_FAULT_RENAME] = "rename",
 	};
-	char op[16], err[16], sticky[16] = "";
-	unsigned long nth;
-	int i, e, n;
+	char op[16], err[16], *end;
+	unsigned long nth, ms;
+	unsigned flags = 0;
+	int i, e, at = 0;
 
-	n = sscanf(spec, "%15[a-z]:%lu:%15[A-Z0-9]:%15s", op, &nth, err, sticky);
-	if (n < 3 || (n == 4 && strcmp(sticky, "sticky")))
+	if (sscanf(spec, "%15[a-z]:%lu:%15[A-Z0-9]%n", op, &nth, err, &at) < 3 || !at)
+		goto bad;
+	if (!strcmp(spec + at, ":sticky"))
+		flags |= SHMQ_FAULT_STICKY;
+	else if (spec[at])
 		goto bad;
 	for (i = 0; i < SHMQ_FAULT_NOPS; i++)
 		if (!strcmp(op, ops[i]))
 			break;
 	if (i == SHMQ_FAULT_NOPS)
 		goto bad;
-	if (!strcmp(err, "ENOSPC"))
+	if (!strcmp(err, "ENOSPC")) {
 		e = ENOSPC;
-	else if (!strcmp(err, "EIO"))
+	} else if (!strcmp(err, "EIO")) {
 		e = EIO;
-	else if (!strcmp(err, "EDQUOT"))
+	} else if (!strcmp(err, "EDQUOT")) {
 		e = EDQUOT;
-	else
+	} else if (!strncmp(err, "DELAY", 5)) {
+		/* A slow disk: the call succeeds, ms milliseconds late. */
+		errno = 0;
+		ms = strtoul(err + 5, &end, 10);
+		if (errno || end == err + 5 || *end || ms > INT_MAX)
+			goto bad;
+		e = (int)ms;
+		flags |= SHMQ_FAULT_DELAY;
+	} else {
 		e = atoi(err);
-	if (shmq__fault_arm((enum shmq_fault_op)i, nth, e,
-			    n == 4 ? SHMQ_FAULT_STICKY : 0) == 0)
+	}
+	if (shmq__fault_arm((enum shmq_fault_op)i, nth, e, flags) == 0)
 		return 0;
 bad:
-	fprintf(stderr, "shmqd: --fault wants OP:N:ERRNO[:sticky], not \"%s\"\n", spec);
+	fprintf(stderr, "shmqd: --fault wants OP:N:ERRNO[:sticky] or OP:N:DELAYms[:sticky], not \"%s\"\n",
+		spec);
 	return 2;
 }
 
@@ -491,10 +515,19 @@ int main(int argc, char **argv)
 			  shmqd_liberr(rc, why, sizeof(why)));
 		d.syncer = NULL;
 	}
+	rc = shmq__checkpointer_start(d.dir, &d.ckpt);
+	if (rc) {
+		char why[SHMQD_MSG_MAX];
+
+		shmqd_err("%s; group checkpoints are written in the event loop",
+			  shmqd_liberr(rc, why, sizeof(why)));
+		d.ckpt = NULL;
+	}
 
 	shmqd_topics_adopt_all(&d);
 	if (shmqd_ctl_listen(&d)) {
 		shmqd_topics_detach_all(&d);
+		shmq__checkpointer_stop(d.ckpt);
 		shmq__spill_syncer_stop(d.syncer);
 		return 1;
 	}
@@ -510,6 +543,8 @@ int main(int argc, char **argv)
 	shmqd_ctl_close(&d);
 	shmqd_watch_close(&d.watch);
 	shmqd_topics_detach_all(&d);
+	/* After the topics: each waited for its checkpoint in flight. */
+	shmq__checkpointer_stop(d.ckpt);
 	/* After the logs: closing one waits for its segment's sync. */
 	shmq__spill_syncer_stop(d.syncer);
 	close(d.signal_fd);

@@ -1,12 +1,15 @@
 /*
  * shmqd.h - what the files of the daemon share.
  *
- * shmqd is one process with one thread: an event loop in main.c that polls
- * the control socket (control.c) and, every reap interval, runs the reaper
- * (reap.c) over the topic table (topics.c).  Because there is one thread,
- * none of the daemon's own state needs a lock; only the topic segments are
- * shared, with the clients, and every access to them goes through libshmq's
- * protocol functions or a ck_pr atomic.
+ * shmqd is one process with one thread of its own: an event loop in main.c
+ * that polls the control socket (control.c) and, every reap interval, runs
+ * the reaper (reap.c) over the topic table (topics.c).  None of the
+ * daemon's own state needs a lock; only the topic segments are shared,
+ * with the clients, and every access to them goes through libshmq's
+ * protocol functions or a ck_pr atomic.  Two library threads do the slow
+ * disk work for the loop, the spill syncer and the checkpointer; each
+ * shares with the loop only its job queue (libshmq/spill.c,
+ * libshmq/checkpointer.c).
  *
  * Functions here are shmqd_<duty>_<verb>.  They are distinct from the
  * library's shmq__ names so that the daemon and libshmq.a never clash.
@@ -38,6 +41,8 @@
 /* The spiller's state of one partition (spill.c). */
 struct shmq_spill_log;
 struct shmq_spill_syncer;
+struct shmq_checkpointer;
+struct shmq_checkpointer_slot;
 struct shmqd_spill_part {
 	struct shmq_spill_log *log; /* NULL until opened, or after a failure */
 	int last_err;		    /* logged once per change */
@@ -62,8 +67,15 @@ struct shmqd_topic {
 	/* spill.c: [partitions] while online; NULL when offline. */
 	struct shmqd_spill_part *spill;
 	uint64_t next_ckpt_ns, next_retain_ns;
-	uint64_t ckpt_sum; /* of the last checkpoint written */
-	bool ckpt_written, ckpt_failed;
+	/*
+	 * Group checkpoints (spill.c): the topic's slot with the
+	 * checkpointer thread (NULL: none yet, or written in the loop), the
+	 * checksum of the snapshot last handed over (sent) and of the last
+	 * one known written (done), and whether the last write failed.
+	 */
+	struct shmq_checkpointer_slot *ckpt_slot;
+	uint64_t ckpt_sum, ckpt_done_sum;
+	bool ckpt_sent, ckpt_done, ckpt_failed;
 };
 
 struct shmqd_client {
@@ -119,6 +131,9 @@ struct shmqd {
 	/* spill.c: finishes rolled spill segments in its own thread; NULL
 	 * when it could not start (rolls then sync in the loop). */
 	struct shmq_spill_syncer *syncer;
+	/* spill.c: writes group checkpoints in its own thread; NULL when it
+	 * could not start (checkpoints are then written in the loop). */
+	struct shmq_checkpointer *ckpt;
 	uint64_t spill_segment_bytes; /* --spill-segment-bytes; 0: default */
 };
 
@@ -169,9 +184,11 @@ uint32_t shmqd_watch_events(struct shmqd *d);
  * spill.c.  prepare: allocate a topic's spill state when it comes online;
  * with starts (a host restart: the segment must be recreated), also open
  * and recover every partition's log and fill starts[p] with its end.
- * release: close it all (no sync).  all: one spiller pass over every
- * topic; true when work is left for an immediate next pass.
- * checkpoint_all: flush and checkpoint (at shutdown).  restore_groups:
+ * release: close it all (no sync), and wait for a checkpoint of the topic
+ * being written.  all: one spiller pass over every topic, handing group
+ * checkpoints to the checkpointer; true when work is left for an immediate
+ * next pass.  checkpoint_all: flush and checkpoint in the loop, after the
+ * checkpointer's writes (at shutdown).  restore_groups:
  * recreate groups in a recreated segment from the last checkpoint.
  * remove: delete a deleted topic's spill directory.
  */

@@ -29,6 +29,15 @@
  * the next roll if it is still running, and a journal's sync waits for it
  * before it moves `synced`.
  *
+ * Group checkpoints: once a second each topic's committed offsets are
+ * snapshot here (loads of the cursors) and, if they changed, handed to the
+ * checkpointer thread (d->ckpt, libshmq/checkpointer.c), which writes and
+ * fsyncs them; a snapshot still waiting is replaced by the newer one.
+ * The loop collects the results at each pass and logs failures.  It
+ * waits for the thread only when it must own the file: at a topic's
+ * release (the directory may be removed next) and at shutdown, where it
+ * writes the last checkpoint itself (shmqd_spill_checkpoint_all).
+ *
  * The log is contiguous: offsets that every group consumed before they had
  * to go to disk are appended as padding, so the disk log and the ring agree
  * on every offset, and a reader walks over them like over ring padding.
@@ -53,6 +62,10 @@
  *   starting at the end of their logs, so offsets continue, and the groups
  *   are recreated from the last checkpoint of their committed offsets; they
  *   replay from disk what they had not committed.
+ * - A failed checkpoint write (ENOSPC, EIO, in the checkpointer thread) is
+ *   logged when the loop collects it, once per run of failures, and the
+ *   next snapshot is handed over even if unchanged; the previous
+ *   checkpoint stays readable (checkpoint.c).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -168,6 +181,13 @@ void shmqd_spill_release(struct shmqd_topic *t)
 {
 	uint32_t p;
 
+	/*
+	 * A write of the topic's checkpoint in flight finishes first: the
+	 * topic's directory may be removed next (deleted), and the thread
+	 * would create it again.
+	 */
+	shmq__checkpointer_slot_free(t->ckpt_slot);
+	t->ckpt_slot = NULL;
 	if (!t->spill)
 		return;
 	for (p = 0; p < t->params.partitions; p++)
@@ -382,22 +402,30 @@ failed:
 	return false;
 }
 
-/* Write every active group's committed offsets, if they changed. */
-static void checkpoint(struct shmqd *d, struct shmqd_topic *t)
+/*
+ * A snapshot of every active group's committed offsets, and its checksum
+ * in *sum.  NULL when out of memory (the checkpoint waits for the next
+ * time).
+ */
+static struct shmq_ckpt *snapshot(struct shmqd_topic *t, uint64_t *sum)
 {
 	struct shmq_map *m = &t->map;
-	struct shmq_ckpt_group groups[SHMQ_MAX_GROUPS];
-	struct shmq_ckpt cp;
-	uint64_t *offs, sum = SHMQ_FNV_BASIS;
-	uint32_t g, p, n = 0, np = m->geo.partitions;
-	char why[SHMQD_MSG_MAX];
-	int err;
+	struct shmq_ckpt *cp;
+	uint32_t g, p, np = m->geo.partitions;
 
-	offs = calloc((size_t)SHMQ_MAX_GROUPS * np, sizeof(*offs));
-	if (!offs)
-		return;
+	cp = calloc(1, sizeof(*cp));
+	if (!cp)
+		return NULL;
+	cp->groups = calloc(SHMQ_MAX_GROUPS, sizeof(*cp->groups));
+	if (!cp->groups) {
+		free(cp);
+		return NULL;
+	}
+	cp->topic_id = t->params.topic_id;
+	*sum = SHMQ_FNV_BASIS;
 	for (g = 0; g < SHMQ_MAX_GROUPS; g++) {
 		struct shmq_group_slot *gs = shmq__group(m, g);
+		struct shmq_ckpt_group *cg = &cp->groups[cp->group_count];
 
 		if (ck_pr_load_32(&gs->state) != SHMQ_GROUP_ACTIVE)
 			continue;
@@ -408,38 +436,119 @@ static void checkpoint(struct shmqd *d, struct shmqd_topic *t)
 		 */
 		if (ck_pr_load_32(&gs->untethered))
 			continue;
-		memcpy(groups[n].name, gs->name, SHMQ_NAME_MAX);
-		groups[n].name[SHMQ_NAME_MAX] = 0;
-		if (!shmq__name_valid(groups[n].name))
+		memcpy(cg->name, gs->name, SHMQ_NAME_MAX);
+		cg->name[SHMQ_NAME_MAX] = 0;
+		if (!shmq__name_valid(cg->name))
 			continue;
-		groups[n].partitions = np;
-		groups[n].mode = ck_pr_load_32(&gs->mode);
-		groups[n].committed = offs + (size_t)n * np;
-		for (p = 0; p < np; p++)
-			groups[n].committed[p] =
-				ck_pr_load_64(&shmq__part(m, p)->cursor[g].committed);
-		sum = shmq__fnv1a64(groups[n].name, strlen(groups[n].name), sum);
-		sum = shmq__fnv1a64(groups[n].committed, np * sizeof(uint64_t), sum);
-		n++;
-	}
-	if (sum != t->ckpt_sum || !t->ckpt_written) {
-		memset(&cp, 0, sizeof(cp));
-		cp.topic_id = t->params.topic_id;
-		cp.group_count = n;
-		cp.groups = groups;
-		err = shmq__checkpoint_write(d->dir, t->name, &cp);
-		if (err) {
-			if (!t->ckpt_failed)
-				shmqd_err("topic %s: cannot checkpoint group offsets: %s",
-					  t->name, shmqd_liberr(err, why, sizeof(why)));
-			t->ckpt_failed = true;
-		} else {
-			t->ckpt_failed = false;
-			t->ckpt_sum = sum;
-			t->ckpt_written = true;
+		cg->committed = calloc(np, sizeof(uint64_t));
+		if (!cg->committed) {
+			shmq__checkpoint_free(cp);
+			return NULL;
 		}
+		cg->partitions = np;
+		cg->mode = ck_pr_load_32(&gs->mode);
+		for (p = 0; p < np; p++)
+			cg->committed[p] =
+				ck_pr_load_64(&shmq__part(m, p)->cursor[g].committed);
+		*sum = shmq__fnv1a64(cg->name, strlen(cg->name), *sum);
+		*sum = shmq__fnv1a64(cg->committed, np * sizeof(uint64_t), *sum);
+		cp->group_count++;
 	}
-	free(offs);
+	return cp;
+}
+
+/* The outcome of a checkpoint write of the snapshot with checksum sum. */
+static void checkpoint_done(struct shmqd_topic *t, int err, uint64_t sum,
+			    const char *detail)
+{
+	if (err) {
+		/* Once per run of failures; every later checkpoint retries. */
+		if (!t->ckpt_failed)
+			shmqd_err("topic %s: cannot checkpoint group offsets: %s%s%s%s",
+				  t->name, shmq_strerror(err),
+				  *detail ? " (" : "", detail, *detail ? ")" : "");
+		t->ckpt_failed = true;
+		t->ckpt_sent = false; /* hand the next one over even if equal */
+		return;
+	}
+	t->ckpt_failed = false;
+	t->ckpt_done = true;
+	t->ckpt_done_sum = sum;
+}
+
+/* Write cp here, in the loop, and free it. */
+static void checkpoint_write_here(struct shmqd *d, struct shmqd_topic *t,
+				  struct shmq_ckpt *cp, uint64_t sum)
+{
+	const char *detail;
+	int err;
+
+	shmq__clear_detail();
+	err = shmq__checkpoint_write(d->dir, t->name, cp);
+	detail = shmq_errdetail();
+	checkpoint_done(t, err, sum, err && detail ? detail : "");
+	shmq__checkpoint_free(cp);
+}
+
+/* What the checkpointer made of what it was handed (never waits). */
+static void checkpoint_collect(struct shmqd_topic *t)
+{
+	struct shmq_checkpointer_result res;
+
+	if (t->ckpt_slot && shmq__checkpointer_poll(t->ckpt_slot, &res))
+		checkpoint_done(t, res.err, res.tag, res.detail);
+}
+
+/*
+ * Checkpoint every active group's committed offsets, if they changed:
+ * hand the snapshot to the checkpointer thread (a newer one replaces it
+ * while it waits), or write it here when there is no thread.
+ */
+static void checkpoint(struct shmqd *d, struct shmqd_topic *t)
+{
+	struct shmq_ckpt *cp;
+	uint64_t sum;
+
+	cp = snapshot(t, &sum);
+	if (!cp)
+		return;
+	if (t->ckpt_sent && sum == t->ckpt_sum) {
+		shmq__checkpoint_free(cp);
+		return;
+	}
+	t->ckpt_sum = sum;
+	t->ckpt_sent = true;
+	if (d->ckpt && !t->ckpt_slot &&
+	    shmq__checkpointer_slot_new(d->ckpt, t->name, &t->ckpt_slot))
+		t->ckpt_slot = NULL; /* out of memory: in the loop, then */
+	if (t->ckpt_slot)
+		shmq__checkpointer_submit(t->ckpt_slot, cp, sum);
+	else
+		checkpoint_write_here(d, t, cp, sum);
+}
+
+/*
+ * The last checkpoint, at shutdown: written here, so that it is on disk
+ * when shmqd exits, and after whatever the thread was writing, so that
+ * nothing older lands on top of it.
+ */
+static void checkpoint_final(struct shmqd *d, struct shmqd_topic *t)
+{
+	struct shmq_ckpt *cp;
+	uint64_t sum;
+
+	if (t->ckpt_slot) {
+		shmq__checkpointer_quiesce(t->ckpt_slot);
+		checkpoint_collect(t);
+	}
+	cp = snapshot(t, &sum);
+	if (!cp)
+		return;
+	if (t->ckpt_done && sum == t->ckpt_done_sum) {
+		shmq__checkpoint_free(cp);
+		return;
+	}
+	checkpoint_write_here(d, t, cp, sum);
 }
 
 static void retain(struct shmqd_topic *t)
@@ -464,7 +573,8 @@ static void retain(struct shmqd_topic *t)
 	}
 }
 
-bool shmqd_spill_all(struct shmqd *d, uint64_t now_ns)
+/* One pass; periodic checkpoints only when ckpt (not at shutdown). */
+static bool spill_pass(struct shmqd *d, uint64_t now_ns, bool ckpt)
 {
 	bool more = false;
 	size_t i;
@@ -477,7 +587,8 @@ bool shmqd_spill_all(struct shmqd *d, uint64_t now_ns)
 			continue;
 		for (p = 0; p < t->map.geo.partitions; p++)
 			more |= spill_partition(d, t, p, now_ns);
-		if (now_ns >= t->next_ckpt_ns) {
+		checkpoint_collect(t);
+		if (ckpt && now_ns >= t->next_ckpt_ns) {
 			checkpoint(d, t);
 			t->next_ckpt_ns = now_ns + CHECKPOINT_MS * 1000000ull;
 		}
@@ -489,13 +600,18 @@ bool shmqd_spill_all(struct shmqd *d, uint64_t now_ns)
 	return more;
 }
 
+bool shmqd_spill_all(struct shmqd *d, uint64_t now_ns)
+{
+	return spill_pass(d, now_ns, true);
+}
+
 void shmqd_spill_checkpoint_all(struct shmqd *d)
 {
 	unsigned passes = 0;
 	size_t i;
 
 	/* A journal gets everything committed so far before we stop. */
-	while (shmqd_spill_all(d, shmq__mono_ns()) && ++passes < 10000)
+	while (spill_pass(d, shmq__mono_ns(), false) && ++passes < 10000)
 		;
 
 	for (i = 0; i < d->ntopics; i++) {
@@ -507,7 +623,7 @@ void shmqd_spill_checkpoint_all(struct shmqd *d)
 		for (p = 0; p < t->map.geo.partitions; p++)
 			if (t->spill[p].log)
 				shmq__spill_flush(t->spill[p].log);
-		checkpoint(d, t);
+		checkpoint_final(d, t);
 	}
 }
 
