@@ -369,7 +369,7 @@ static double kill_round(shmq_producer_t *p, shmq_consumer_t *b, uint32_t round,
 	uint32_t v, held = UINT32_MAX;
 	double took = -1;
 	uint64_t t0;
-	int fds[2], i, rc;
+	int i, rc;
 	pid_t a;
 
 	for (i = 0; i < 4; i++) {
@@ -377,32 +377,7 @@ static double kill_round(shmq_producer_t *p, shmq_consumer_t *b, uint32_t round,
 		if (shmq_send(p, 0, NULL, 0, &v, sizeof(v), 1000, NULL) < 0)
 			bail("send");
 	}
-	if (pipe(fds))
-		bail("pipe");
-	a = fork();
-	if (a < 0)
-		bail("fork");
-	if (a == 0) {
-		shmq_client_t *c2;
-		shmq_consumer_t *ac;
-
-		tap_child();
-		if (shmq_open(dir, NULL, &c2))
-			_exit(2);
-		ac = shared_member(c2);
-		if (shmq_consumer_poll(ac, &m, 2000) || m.value_len != sizeof(v))
-			_exit(3);
-		memcpy(&v, m.value, sizeof(v));
-		/* Held, never released: tell the parent, then wait to die. */
-		if (write(fds[1], &v, sizeof(v)) != sizeof(v))
-			_exit(4);
-		pause();
-		_exit(5);
-	}
-	close(fds[1]);
-	if (read(fds[0], &v, sizeof(v)) == sizeof(v))
-		held = v;
-	close(fds[0]);
+	a = tu_fork_holder(dir, shared_member, &held);
 	/*
 	 * Die at a random moment of shmqd's second: its member's open and
 	 * poll may have waited for a loop that came free just now.

@@ -62,7 +62,7 @@ int main(void)
 	b = member(cl);
 
 	for (round = 0; round < ROUNDS; round++) {
-		int fds[2], seen[BATCH], i, rc, held = -1, bad = 0, badcount = 0;
+		int seen[BATCH], i, rc, held = -1, bad = 0, badcount = 0;
 		struct shmq_msg m;
 		uint64_t t0;
 		pid_t a;
@@ -73,35 +73,13 @@ int main(void)
 			if (shmq_send(p, 0, NULL, 0, &v, sizeof(v), 1000, NULL) < 0)
 				bail("send");
 		}
-		if (pipe(fds))
-			bail("pipe");
-		a = fork();
-		if (a == 0) {
-			shmq_client_t *c2;
-			shmq_consumer_t *ac;
-			uint32_t v;
-
-			tap_child();
-			if (shmq_open(dir, NULL, &c2))
-				_exit(2);
-			ac = member(c2);
-			if (shmq_consumer_poll(ac, &m, 2000) || m.value_len != sizeof(v))
-				_exit(3);
-			memcpy(&v, m.value, sizeof(v));
-			/* Held, never released: tell the parent, then wait to die. */
-			if (write(fds[1], &v, sizeof(v)) != sizeof(v))
-				_exit(4);
-			pause();
-			_exit(5);
-		}
-		close(fds[1]);
 		{
 			uint32_t v;
 
-			if (read(fds[0], &v, sizeof(v)) == sizeof(v))
+			a = tu_fork_holder(dir, member, &v);
+			if (v != UINT32_MAX)
 				held = (int)(v - (uint32_t)(round * BATCH));
 		}
-		close(fds[0]);
 		kill(a, SIGKILL);
 		tu_wait_child(a, 2000);
 		t0 = tu_now_ns();

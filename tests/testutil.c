@@ -644,6 +644,31 @@ shmq_client_t *tu_child_client(const char *dir, unsigned alarm_s)
 	return c;
 }
 
+pid_t tu_fork_holder(const char *dir, shmq_consumer_t *(*join)(shmq_client_t *),
+		     uint32_t *held)
+{
+	struct shmq_msg m;
+	uint32_t v;
+	int fds[2];
+	pid_t pid = tu_fork(fds);
+
+	if (pid == 0) {
+		shmq_consumer_t *c = join(tu_child_client(dir, 30));
+
+		if (shmq_consumer_poll(c, &m, 2000) || m.value_len != sizeof(v))
+			_exit(3);
+		memcpy(&v, m.value, sizeof(v));
+		/* Held, never released: tell the parent, then wait to die. */
+		if (write(fds[1], &v, sizeof(v)) != sizeof(v))
+			_exit(4);
+		pause();
+		_exit(5);
+	}
+	*held = tu_read_full(fds[0], &v, sizeof(v), 3000) ? v : UINT32_MAX;
+	close(fds[0]);
+	return pid;
+}
+
 bool tu_read_full(int fd, void *buf, size_t n, int timeout_ms)
 {
 	struct pollfd pfd = { .fd = fd, .events = POLLIN };

@@ -135,6 +135,17 @@ pid_t tu_fork(int fds[2]);
  */
 shmq_client_t *tu_child_client(const char *dir, unsigned alarm_s);
 
+/*
+ * Fork a group member (join(its own client) opens it) that polls one
+ * message, whose value must be a uint32_t, holds it without releasing or
+ * acknowledging it, tells the parent which, and waits to be killed.
+ * Returns its pid; *held is the value it holds, or UINT32_MAX if it said
+ * nothing within 3 s.  For tests of what happens to a dead member's
+ * message.
+ */
+pid_t tu_fork_holder(const char *dir, shmq_consumer_t *(*join)(shmq_client_t *),
+		     uint32_t *held);
+
 /* Wait at most timeout_ms for fd to be readable, then read n bytes: true
  * if they came whole. */
 bool tu_read_full(int fd, void *buf, size_t n, int timeout_ms);
