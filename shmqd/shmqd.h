@@ -171,11 +171,10 @@ uint32_t shmqd_watch_events(struct shmqd *d);
  * and recover every partition's log and fill starts[p] with its end.
  * adopt: withdraw the hazards an earlier shmqd's spiller left in an
  * adopted segment.  release: close it all (no sync).  all: one spiller
- * pass over every
- * topic; true when work is left for an immediate next pass.
- * checkpoint_all: flush and checkpoint (at shutdown).  restore_groups:
- * recreate groups in a recreated segment from the last checkpoint.
- * remove: delete a deleted topic's spill directory.
+ * pass over every topic; true when work is left for an immediate next
+ * pass.  checkpoint_all: flush and checkpoint (at shutdown).
+ * restore_groups: recreate groups in a recreated segment from the last
+ * checkpoint.  remove: delete a deleted topic's spill directory.
  */
 int shmqd_spill_prepare(struct shmqd *d, struct shmqd_topic *t, uint64_t *starts);
 void shmqd_spill_adopt(struct shmqd_topic *t);
