@@ -359,7 +359,8 @@ struct shmq_part_header {
 	 * needs is on disk, so producers may reuse it.  synced: frames below
 	 * it are on disk and synced (durable acknowledgements wait for it).
 	 * spill_hold: the spiller is copying frames from here (a hazard, like
-	 * a member's hold).  spill_error: the last error of the spiller for
+	 * a member's hold; a shmqd that adopts the segment withdraws the one
+	 * a killed shmqd left).  spill_error: the last error of the spiller for
 	 * this partition (0 when fine), for stat.
 	 */
 	uint64_t spilled __attribute__((aligned(SHMQ_CACHELINE)));

@@ -184,15 +184,17 @@ uint32_t shmqd_watch_events(struct shmqd *d);
  * spill.c.  prepare: allocate a topic's spill state when it comes online;
  * with starts (a host restart: the segment must be recreated), also open
  * and recover every partition's log and fill starts[p] with its end.
- * release: close it all (no sync), and wait for a checkpoint of the topic
- * being written.  all: one spiller pass over every topic, handing group
- * checkpoints to the checkpointer; true when work is left for an immediate
- * next pass.  checkpoint_all: flush and checkpoint in the loop, after the
- * checkpointer's writes (at shutdown).  restore_groups:
+ * adopt: withdraw the hazards an earlier shmqd's spiller left in an
+ * adopted segment.  release: close it all (no sync), and wait for a
+ * checkpoint of the topic being written.  all: one spiller pass over every
+ * topic, handing group checkpoints to the checkpointer; true when work is
+ * left for an immediate next pass.  checkpoint_all: flush and checkpoint in
+ * the loop, after the checkpointer's writes (at shutdown).  restore_groups:
  * recreate groups in a recreated segment from the last checkpoint.
  * remove: delete a deleted topic's spill directory.
  */
 int shmqd_spill_prepare(struct shmqd *d, struct shmqd_topic *t, uint64_t *starts);
+void shmqd_spill_adopt(struct shmqd_topic *t);
 void shmqd_spill_release(struct shmqd_topic *t);
 bool shmqd_spill_all(struct shmqd *d, uint64_t now_ns);
 void shmqd_spill_checkpoint_all(struct shmqd *d);

@@ -58,6 +58,17 @@
  *   cache survives a process); `spilled` was published only after it, so on
  *   restart the log's end is at or after `spilled`, and the next pass moves
  *   `spilled` up to the log's end.
+ * - Its spill_hold (the hazard of the pass it was in) is left published
+ *   too, and producers never reuse the ring past it.  Nothing else would
+ *   withdraw it: in overflow mode a pass stores it only when more than half
+ *   a ring lies above max(spilled, the slowest group), and producers stop
+ *   a ring above the stale hazard.  If by then less than half a ring lies
+ *   above that, they wait for good: as when the pass was killed after its
+ *   flush and recovery moved `spilled` to the log's end, possibly the
+ *   head, or when the lagging groups caught up meanwhile.  So adoption
+ *   withdraws it (shmqd_spill_adopt) before the topic comes online: only a
+ *   shmqd spills, one at a time (its lock, main.c), so nobody is copying
+ *   from there any more.
  * - Host restart (segment gone, disk kept): the partitions are recreated
  *   starting at the end of their logs, so offsets continue, and the groups
  *   are recreated from the last checkpoint of their committed offsets; they
@@ -175,6 +186,17 @@ int shmqd_spill_prepare(struct shmqd *d, struct shmqd_topic *t,
 		starts[p] = st.end_offset;
 	}
 	return 0;
+}
+
+void shmqd_spill_adopt(struct shmqd_topic *t)
+{
+	uint32_t p;
+
+	if (t->map.geo.spill_mode == SHMQ_SPILL_OFF)
+		return;
+	/* The previous shmqd is gone: so is any copy it was making. */
+	for (p = 0; p < t->map.geo.partitions; p++)
+		ck_pr_store_64(&shmq__part(&t->map, p)->spill_hold, SHMQ_POS_NONE);
 }
 
 void shmqd_spill_release(struct shmqd_topic *t)

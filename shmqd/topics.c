@@ -244,6 +244,7 @@ static int topic_bring_online(struct shmqd *d, struct shmqd_topic *t)
 			shmq__segment_detach(&t->map);
 			goto offline;
 		}
+		shmqd_spill_adopt(t);
 		prev = ck_pr_load_32(&t->map.hdr->daemon_pid);
 		segment_take_over(d, t);
 		if (prev && prev != (uint32_t)d->pid)

@@ -316,9 +316,13 @@ static void test_kill(const char *topic, int spill)
 		if (waitpid(pid, &st, WNOHANG) == 0) {
 			kill(pid, SIGKILL);
 			killed++;
+			if (tu_wait_child(pid, 10000) == -1)
+				diag("round %d: the producer did not die", r);
+		} else if (!WIFSIGNALED(st) || WTERMSIG(st) != SIGKILL) {
+			/* Not at its crash point: a violation (sh->why), or worse. */
+			diag("round %d: the producer ended by itself (status %#x)", r,
+			     (unsigned)st);
 		}
-		if (tu_wait_child(pid, 10000) == -1)
-			diag("round %d: the producer did not die", r);
 		if (r % 2)
 			fill(plain, c, id, live, &next, &bad, why, sizeof(why));
 	}

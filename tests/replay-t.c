@@ -11,6 +11,16 @@
  *          order.  Again with 64 KiB spill segments, so that the kills
  *          land while segments roll and the syncer thread syncs the one
  *          before (recovery then finds the last two unsynced).
+ * dead     shmqd SIGKILLed in the one window that leaves the most behind:
+ *          its pass had copied frames to the log and flushed them, but
+ *          had neither published `spilled` nor withdrawn its hazard
+ *          (spill_hold).  That pass is replayed here by hand, so the
+ *          window is hit every time.  The restarted shmqd finds the log
+ *          ahead of `spilled`; producers on the full ring must get room
+ *          again (the dead spiller copies nothing), and every message
+ *          arrives once, in order, the first ring's worth from that log.
+ *          Again killed before the flush, with a group that then keeps
+ *          up: nothing is left to spill, and still producers get room.
  * host     A simulated host restart (spill=always): every process gone,
  *          the segments removed, shmqd restarted.  The topic comes back
  *          with its offsets continuing after the journal, the group comes
@@ -39,8 +49,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <ck_pr.h>
+
 #include "shmq.h"
 #include "shmq_int.h"
+#include "spill.h"
 #include "tap.h"
 #include "testutil.h"
 
@@ -278,6 +291,141 @@ static void test_kill(const char *topic, const char *const *args)
 	}
 }
 
+/*
+ * What a shmqd killed inside a spill pass leaves behind, made by hand
+ * while no shmqd runs: the pass's hazard spill_hold = `spilled` still
+ * published, and if it was killed after its flush (flushed), the frames
+ * from there to the head appended to the log, but `spilled` not moved.
+ */
+static void leave_killed_pass(const char *topic, uint32_t part, bool flushed)
+{
+	char seg[SHMQ_SEGNAME_MAX];
+	struct shmq_spill_opts o;
+	struct shmq_spill_log *log;
+	struct shmq_part_header *ph;
+	struct shmq_map map;
+	uint64_t ns, from, head, pos;
+	int rc;
+
+	shmq__namespace_id(dir, &ns);
+	shmq__segment_name(ns, topic, seg);
+	rc = shmq__segment_attach(seg, getuid(), 0600, 0, &map);
+	if (rc)
+		bail("dead: attach %s: %s (%s)", seg, shmq_strerror(rc), shmq_errdetail());
+	ph = shmq__part(&map, part);
+	from = ck_pr_load_64(&ph->spilled);
+	head = ck_pr_load_64(&ph->head);
+	memset(&o, 0, sizeof(o));
+	o.topic_id = map.hdr->topic_id;
+	o.start_offset = from;
+	o.max_frame = shmq__max_frame(&map);
+	ck_pr_store_64(&ph->spill_hold, from);
+	if (!flushed) {
+		shmq__segment_detach(&map);
+		return;
+	}
+	rc = shmq__spill_open(dir, topic, part, &o, NULL, &log);
+	if (rc)
+		bail("dead: spill open: %s (%s)", shmq_strerror(rc), shmq_errdetail());
+	for (pos = from; pos != head;) {
+		struct shmq_frame_view v;
+
+		if (shmq__frame_decode(shmq__ring(&map, part), map.geo.ring_bytes, pos,
+				       shmq__max_frame(&map), &v) != SHMQ_FRAME_OK)
+			bail("dead: no committed frame at %llu", (unsigned long long)pos);
+		if (shmq__spill_append(log, &v))
+			bail("dead: append at %llu: %s", (unsigned long long)pos, shmq_errdetail());
+		pos += v.size;
+	}
+	if (shmq__spill_flush(log))
+		bail("dead: flush: %s", shmq_errdetail());
+	shmq__spill_close(log);
+	shmq__segment_detach(&map);
+}
+
+static void test_dead_spiller(void)
+{
+	static uint8_t buf[1024];
+	shmq_consumer_t *slow;
+	shmq_producer_t *p;
+	struct expect e;
+	uint32_t seq = 0, full, i;
+	int rc = 0;
+
+	create("dead", 0);
+	slow = consumer("dead", "slow", SHMQ_FROM_EARLIEST);
+	p = producer("dead");
+	/* Nothing in flight: the kill itself changes nothing here. */
+	tu_shmqd_stop(daemon_pid, 1);
+	/* With nobody to spill, "slow" holds the ring: fill it. */
+	for (;;) {
+		size_t len = make_value(0, seq, buf);
+
+		rc = shmq_send(p, 0, NULL, 0, buf, len, 0, NULL);
+		if (rc)
+			break;
+		seq++;
+	}
+	if (rc != -EAGAIN)
+		bail("dead: filling the ring: %s (%s)", shmq_strerror(rc), shmq_errdetail());
+	full = seq;
+	leave_killed_pass("dead", 0, true);
+	daemon_pid = tu_shmqd_start(dir, NULL);
+
+	/* Two more rings, each send given 5 s: room must come. */
+	for (i = 0; i < 2 * full; i++) {
+		size_t len = make_value(0, seq, buf);
+
+		rc = shmq_send(p, 0, NULL, 0, buf, len, 5000, NULL);
+		if (rc)
+			break;
+		seq++;
+	}
+	is_int(rc, 0, "dead: after a restart over a killed spill pass, producers on the full ring get room (%u of %u sent; %s)",
+	       seq - full, 2 * full, shmq_errdetail());
+	memset(&e, 0, sizeof(e));
+	drain(slow, &e, 500, UINT64_MAX);
+	ok(e.got == seq && e.next[0] == seq && e.bad == 0 && e.dup_or_gap == 0 &&
+	   shmq__consumer_disk_reads(slow) >= full,
+	   "dead: the stopped group got all %u messages once, in order, the first %u through the killed pass's log (%llu, %u bad, %u out of order, %llu from disk)",
+	   seq, full, (unsigned long long)e.got, e.bad, e.dup_or_gap,
+	   (unsigned long long)shmq__consumer_disk_reads(slow));
+	shmq_producer_close(p);
+	shmq_consumer_close(slow);
+
+	/*
+	 * Killed before its flush instead, with the ring half full; then the
+	 * group catches up and keeps up.  Nothing is left to spill, and the
+	 * dead pass's hazard must not hold the producers a ring later.
+	 */
+	create("dead2", 0);
+	slow = consumer("dead2", "g", SHMQ_FROM_EARLIEST);
+	p = producer("dead2");
+	memset(&e, 0, sizeof(e));
+	tu_shmqd_stop(daemon_pid, 1);
+	for (seq = 0; seq < full / 2; seq++)
+		if ((rc = shmq_send(p, 0, NULL, 0, buf, make_value(0, seq, buf), 0, NULL)))
+			bail("dead2: %s (%s)", shmq_strerror(rc), shmq_errdetail());
+	leave_killed_pass("dead2", 0, false);
+	daemon_pid = tu_shmqd_start(dir, NULL);
+	for (i = 0; i < 3 * full; i++) {
+		rc = shmq_send(p, 0, NULL, 0, buf, make_value(0, seq, buf), 5000, NULL);
+		if (rc)
+			break;
+		seq++;
+		if ((i & 15) == 0)
+			drain(slow, &e, 0, UINT64_MAX);
+	}
+	is_int(rc, 0, "dead2: a group that keeps up after a restart over a killed spill pass: producers get room (%u of %u sent; %s)",
+	       i, 3 * full, shmq_errdetail());
+	drain(slow, &e, 500, UINT64_MAX);
+	ok(e.got == seq && e.next[0] == seq && e.bad == 0 && e.dup_or_gap == 0,
+	   "dead2: and it got all %u messages once, in order (%llu, %u bad, %u out of order)",
+	   seq, (unsigned long long)e.got, e.bad, e.dup_or_gap);
+	shmq_producer_close(p);
+	shmq_consumer_close(slow);
+}
+
 static void test_host(void)
 {
 	struct shmq_msg m;
@@ -511,7 +659,7 @@ static void test_gap(void)
 int main(void)
 {
 	tu_init(240);
-	plan(21);
+	plan(25);
 	tu_make_dir("replay", dir, sizeof(dir));
 	daemon_pid = tu_shmqd_start(dir, NULL);
 	cl = tu_open(dir);
@@ -523,6 +671,7 @@ int main(void)
 
 		test_kill("kill-rolling", small);
 	}
+	test_dead_spiller();
 	test_host();
 	test_time();
 	test_corrupt();
