@@ -263,7 +263,7 @@ int shmq_send(shmq_producer_t *p, int partition, const void *key,
 	if (part < 0)
 		return part;
 	if (value_len)
-		memcpy(dst, value, value_len);
+		shmq__copy(dst, value, value_len);
 	write_header(p);
 	p->claimed = false;
 	rc = commit(p);
@@ -338,7 +338,7 @@ int shmq_send_batch(shmq_producer_t *p, int partition,
 			if (x->key_len)
 				memcpy(d, x->key, x->key_len);
 			if (x->value_len)
-				memcpy(d + x->key_len, x->value, x->value_len);
+				shmq__copy(d + x->key_len, x->value, x->value_len);
 			f->size = sizes[k];
 			f->key_len = (uint16_t)x->key_len;
 			f->flags = 0;
@@ -477,7 +477,7 @@ int shmq_producer_send_seq(shmq_producer_t *p, int partition, uint64_t seq,
 		return rc;
 	part = (uint32_t)rc;
 	if (value_len)
-		memcpy(dst, value, value_len);
+		shmq__copy(dst, value, value_len);
 	write_header(p);
 	p->claimed = false;
 	/* The attempt is recorded before the commit can publish it. */

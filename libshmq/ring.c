@@ -1194,7 +1194,7 @@ int shmq__ring_take_copy(struct shmq_map *m, uint32_t part, uint32_t g,
 		 * Ours now, and nothing holds it: copy it, then check that
 		 * no producer could have started to overwrite it meanwhile.
 		 */
-		memcpy(buf, v->key, (size_t)v->key_len + v->value_len);
+		shmq__copy(buf, v->key, (size_t)v->key_len + v->value_len);
 		ck_pr_fence_load();
 		if (pos_before(x, ck_pr_load_64(&ph->reuse))) {
 			/* Lost while we copied: reported like the lapped ones. */

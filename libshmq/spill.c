@@ -771,7 +771,7 @@ static int append_frame(struct shmq_spill_log *log, const struct shmq_frame_view
 			if (v->key_len)
 				memcpy(q, v->key, v->key_len);
 			if (v->value_len)
-				memcpy(q + v->key_len, v->value, v->value_len);
+				shmq__copy(q + v->key_len, v->value, v->value_len);
 			memset(p + sizeof(h) + kv, 0, flen - sizeof(h) - kv);
 		}
 		crc = shmq__crc32c(0, p, sizeof(h) + kv);

@@ -28,6 +28,21 @@
 
 #define SHMQ_FNV_PRIME 0x100000001b3ull
 
+void shmq__copy_pieces(void *dst, const void *src, size_t n)
+{
+	uint8_t *d = dst;
+	const uint8_t *s = src;
+
+	while (n) {
+		size_t k = n < SHMQ_COPY_PIECE ? n : SHMQ_COPY_PIECE;
+
+		memcpy(d, s, k);
+		d += k;
+		s += k;
+		n -= k;
+	}
+}
+
 /* Large enough for an errno text and for "unknown error -NNNNNNNNNN". */
 #define SHMQ_ERRBUF 128
 #define SHMQ_DETAIL 256

@@ -821,12 +821,50 @@ static void test_two_processes(void)
 	shmq_consumer_close(c);
 }
 
+/*
+ * shmq__copy, which every value goes through, takes another path when the
+ * destination lies 1..31 bytes after the source modulo 4096 (shmq_int.h):
+ * every byte must arrive on both paths, at every size around the piece.
+ */
+static void test_copy(void)
+{
+	static const size_t sizes[] = { 1, 2047, 2048, 2049, 4095, 4096, 4097,
+					6144 + 17, 65536 };
+	uint8_t *src = malloc(65536 + 16384), *dst = malloc(65536 + 16384);
+	uint64_t r = 42;
+	uint32_t bad = 0, runs = 0;
+	size_t i, k;
+	int d;
+
+	if (!src || !dst)
+		bail("malloc");
+	for (k = 0; k < 65536 + 16384; k++)
+		src[k] = (uint8_t)tu_splitmix(&r);
+	for (i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		for (d = -40; d <= 40; d++) {
+			/* dst - src == d (mod 4096), with a guard byte each side. */
+			uint8_t *s = src + 4096 + 64, *t = dst + 4096 + 64 +
+				(((uintptr_t)s - (uintptr_t)(dst + 4096 + 64) + (size_t)d) & 4095);
+
+			memset(t - 1, 0xa5, sizes[i] + 2);
+			shmq__copy(t, s, sizes[i]);
+			runs++;
+			if (memcmp(t, s, sizes[i]) || t[-1] != 0xa5 || t[sizes[i]] != 0xa5)
+				bad++;
+		}
+	}
+	ok(bad == 0, "copy: every byte, no more, at %u sizes and distances around the aliasing window (%u of %u wrong)",
+	   (unsigned)(sizeof(sizes) / sizeof(sizes[0])), bad, runs);
+	free(src);
+	free(dst);
+}
+
 int main(void)
 {
 	int i, p, rc, bad = 0;
 
 	tu_init(120);
-	plan(33);
+	plan(34);
 	tu_make_dir("laps", dir, sizeof dir);
 	make_topic("sizes", 1, SHMQ_FULL_BLOCK, MAX_MSG);
 	make_topic("wraps", 1, SHMQ_FULL_BLOCK, MAX_MSG);
@@ -846,6 +884,7 @@ int main(void)
 	test_fail_policy();
 	test_block_timeout();
 	test_two_processes();
+	test_copy();
 
 	for (i = 0; i < nmaps; i++) {
 		for (p = 0; p < (int)maps[i].geo.partitions; p++) {
