@@ -1238,6 +1238,8 @@ static int take_run(struct shmq_consumer *c, uint32_t p,
 		*out = run_take(c, msg);
 		return SHMQ_TAKE_RUN_OUT;
 	}
+	if (rc == SHMQ_TAKE_DISK)
+		v->pos = c->run_v[0].pos;
 	if (rc)
 		return rc;
 	*v = c->run_v[0];
