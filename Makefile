@@ -147,11 +147,13 @@ check: all $(TESTS) $(FUZZ_REPLAY)
 		prove -f $(TESTS) $(FUZZ_REPLAY)
 
 # ThreadSanitizer cannot see across processes; the ring protocol tests run
-# producers and consumers as threads of one process, and rollsync-t runs
-# spill writers, the syncer thread of shmqd and retention as threads.
-TSAN_TESTS := ring-t rollsync-t
+# producers and consumers as threads of one process, rollsync-t runs
+# spill writers, the syncer thread of shmqd and retention as threads, and
+# runs-t hands partitions over between member threads taking runs (its
+# multi-process scenarios run beside them, with a shmqd built alike).
+TSAN_TESTS := ring-t rollsync-t runs-t
 check-tsan:
-	$(MAKE) SAN=thread $(addprefix build/san-thread/tests/,$(TSAN_TESTS))
+	$(MAKE) SAN=thread build/san-thread/shmqd $(addprefix build/san-thread/tests/,$(TSAN_TESTS))
 	SHMQ_BUILD=$(CURDIR)/build/san-thread \
 	TSAN_OPTIONS="suppressions=$(CURDIR)/tests/tsan.supp history_size=7 halt_on_error=1" \
 		prove -f $(addprefix build/san-thread/tests/,$(TSAN_TESTS))

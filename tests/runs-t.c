@@ -518,7 +518,7 @@ static void scenario_kill(void)
 
 static shmq_client_t *th_client;
 static uint32_t th_next[TH_PARTS];  /* plain: only the owner touches it */
-static uint32_t th_bad, th_done, th_leaves;
+static uint32_t th_bad, th_done, th_leaves, th_got;
 static uint8_t th_count[TH_PARTS][TH_N];
 
 static void *th_producer(void *arg)
@@ -551,12 +551,12 @@ static void th_handle(const struct shmq_msg *m)
 	}
 	th_next[p] = (uint32_t)s + 1;
 	__atomic_fetch_add(&th_count[p][s], 1, __ATOMIC_RELAXED);
+	__atomic_fetch_add(&th_got, 1, __ATOMIC_RELAXED);
 }
 
 static uint32_t th_total(void)
 {
-	return __atomic_load_n(&th_next[0], __ATOMIC_RELAXED) +
-	       __atomic_load_n(&th_next[1], __ATOMIC_RELAXED);
+	return __atomic_load_n(&th_got, __ATOMIC_RELAXED);
 }
 
 static void *th_stayer(void *arg)
