@@ -21,13 +21,19 @@
  * the old owner in cursor.prev; the new owner leaves the partition alone
  * while PENDING is set.  The old owner, at its next poll, sees the new
  * generation, has by then released the message it held (a poll releases the
- * previous message first), and clears PENDING under the mutex.  From there the
- * new owner goes on from the group's cursor: nothing lost, nothing twice.
+ * previous message first), gives back what it took in a run and had not
+ * handed out (the cursor back to the first of those: consumer.c, "Runs"),
+ * and clears PENDING under the mutex.  From there the new owner goes on
+ * from the group's cursor: nothing lost, nothing twice.
  *
  * A partition moving away from a member that died (or left) goes over at
  * once, and its cursor is moved back to the group's committed offset: what
  * the member took but had not committed is delivered again, at least once
- * (not in an untethered group, which delivers at most once: ring.c).
+ * (not in an untethered group, which delivers at most once: ring.c).  If
+ * the committed offset is no longer kept (a topic that does not spill, a
+ * member that did not commit for a ring's worth), the cursor goes back to
+ * the dead member's hold instead: the message it was on, or the first one
+ * of its run it had not handed out, which the hold kept in the ring.
  * A PENDING hand-over whose old owner dies before it lets go is completed
  * the same way by the next rebalance.
  *

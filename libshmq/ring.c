@@ -89,6 +89,17 @@
  * (what is on disk may be reused), so the tail is read after the header
  * and again after the CAS; see shmq__ring_take.
  *
+ * Runs (shmq__ring_take_run, for PARTITIONED owners: consumer.c).  The same
+ * take, but after the frame at x the member reads on, frame by frame (seal,
+ * acquire, decode), over what is committed, up to a count and a byte
+ * budget, and takes [x, end) with CAS(cursor.next, x, end).  The CAS proves
+ * every frame of the run as it proves x: the horizon stayed at or below x
+ * while the cursor was x, so nothing at or above x was reused; spilling,
+ * the tail is read once after the last header and once after the CAS, as
+ * for one frame.  The hold, published at x before the CAS, keeps the whole
+ * run (the horizon is a minimum); the member moves it forward one message
+ * at a time as it is done with them (shmq__ring_hold_move).
+ *
  * Moving the tail and moving a cursor.  A producer that needs room walks
  * the tail forward over committed frames below the horizon; a member that
  * seeks (or starts a group) moves a cursor to a position that must not be
