@@ -1123,8 +1123,14 @@ static int run_reread(struct shmq_consumer *c, uint32_t p,
 	int rc;
 
 	rc = reader_of(c, p, &r);
-	if (rc)
-		return rc;
+	if (rc) {
+		/* No files to read it from: reported, and the run is over. */
+		msg->partition = p;
+		msg->offset = c->run_next;
+		msg->next_offset = c->run_end;
+		c->run_next = c->run_end;
+		return rc == -ENOENT ? SHMQ_EGONE : rc;
+	}
 	while (run_left(c)) {
 		uint64_t x = c->run_next;
 
