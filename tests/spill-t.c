@@ -1533,8 +1533,15 @@ static void test_follow(void)
 			diag("follow: record %zu: %s %s", i, shmq_strerror(rc), shmq_errdetail());
 		i++;
 	}
-	shmq__spill_reader_close(r);
 	st = tu_wait_child(pid, 20000);
+	if (i < m.n) {
+		/* Stuck: say where, and whether it is there now the writer is done. */
+		int rc = shmq__spill_read(r, m.r[i].off, &v);
+
+		diag("follow: still waiting at record %zu (offset %" PRIu64 ") after %zu waits; read now: %s %s",
+		     i, m.r[i].off, waits, shmq_strerror(rc), rc ? shmq_errdetail() : "");
+	}
+	shmq__spill_reader_close(r);
 	ok(WIFEXITED(st) && WEXITSTATUS(st) == 0, "a writer process appended %zu frames", m.n);
 	ok(i == m.n && bad == 0,
 	   "a reader following it read all %zu frames intact across rolls (%zu waits)", i,
