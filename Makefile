@@ -149,12 +149,10 @@ check: all $(TESTS) $(FUZZ_REPLAY)
 # ThreadSanitizer cannot see across processes; the ring protocol tests run
 # producers and consumers as threads of one process, rollsync-t runs spill
 # writers, the syncer thread of shmqd and retention as threads, and
-# checkpoint-t the checkpointer thread with its owner.  runs-t hands
-# partitions over between member threads taking runs.  diskfault-t (and
-# runs-t's multi-process scenarios) run shmqd itself, built with TSan too:
-# its loop, syncer and checkpointer threads on slow and failing disks (a
-# report stops shmqd, and the test).
-TSAN_TESTS := ring-t rollsync-t checkpoint-t runs-t diskfault-t
+# checkpoint-t the checkpointer thread with its owner.  diskfault-t runs
+# shmqd itself, built with TSan too: its loop, syncer and checkpointer
+# threads on slow and failing disks (a report stops shmqd, and the test).
+TSAN_TESTS := ring-t rollsync-t checkpoint-t diskfault-t
 check-tsan:
 	$(MAKE) SAN=thread build/san-thread/shmqd $(addprefix build/san-thread/tests/,$(TSAN_TESTS))
 	SHMQ_BUILD=$(CURDIR)/build/san-thread \

@@ -244,9 +244,6 @@ static shmq_consumer_t *join(shmq_client_t *cl, const char *group, int from)
 	shmq_consumer_t *c;
 
 	co.from = from;
-	/* BENCH_SPILL_GROUP=partitioned: the groups are PARTITIONED (runs). */
-	if (getenv("BENCH_SPILL_GROUP") && strcmp(getenv("BENCH_SPILL_GROUP"), "partitioned") == 0)
-		co.mode = SHMQ_GROUP_PARTITIONED;
 	check(shmq_consumer_open(cl, topic, group, &co, &c), "shmq_consumer_open");
 	return c;
 }
@@ -1194,8 +1191,7 @@ int main(int argc, char **argv)
 			   "  BENCH_JOURNAL_MB     MiB through the spill=always journal (64; full 256)\n"
 			   "  BENCH_SPILL_RATE     messages/s of the paced producer (200000)\n"
 			   "  BENCH_SPILL_LAT_SECONDS  measured seconds per latency case (1; full 3)\n"
-			   "  BENCH_SPILL_VERBOSE  1: print each round's figures as it ends\n"
-			   "  BENCH_SPILL_GROUP    partitioned: PARTITIONED groups consume (default shared)\n",
+			   "  BENCH_SPILL_VERBOSE  1: print each round's figures as it ends\n",
 			   &o, &ns);
 	bench_ns_setup_in(&ns, &o, parent && *parent ? parent : "/var/tmp");
 	hx_init(&o, &ns);

@@ -410,7 +410,7 @@ static void load_one(const char *dir, const char *name)
 static void load_plugins(void)
 {
 	static const struct bx_xport *const builtin[] = {
-		&bx_raw, &bx_naive, &bx_shmq_busy, &bx_shmq_futex, &bx_shmq_part, &bx_shmq_zc, &bx_shmq_batch,
+		&bx_raw, &bx_naive, &bx_shmq_busy, &bx_shmq_futex, &bx_shmq_zc, &bx_shmq_batch,
 		&bx_pipe, &bx_uds, &bx_mq_busy, &bx_mq_block,
 	};
 	char dir[4096];

@@ -77,7 +77,7 @@ unsigned hx_timeout(double seconds);
  */
 extern const struct bx_xport bx_raw, bx_naive, bx_pipe, bx_uds, bx_mq_busy,
 	bx_mq_block, bx_shmq_busy, bx_shmq_futex, bx_shmq_zc,
-	bx_shmq_batch, bx_shmq_part;
+	bx_shmq_batch;
 
 /* Every transport that --only admits: built-ins, then loaded plugins. */
 unsigned hx_xports(const struct bx_xport ***out);

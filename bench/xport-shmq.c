@@ -13,8 +13,6 @@
  *     shmq-busy    SHMQ_CONSUMER_BUSY_POLL and SHMQ_PRODUCER_BUSY_WAIT:
  *                  spin, never sleep;
  *     shmq-futex   the defaults: spin briefly, then sleep on the futex;
- *     shmq-part    the defaults, the receiver a PARTITIONED group's
- *                  member (runs of messages a cursor CAS: consumer.c);
  *     shmq-zc      the defaults, publishing with claim/commit (the
  *                  producer writes the message in place: zero copy);
  *     shmq-batch   the defaults, publishing with shmq_send_batch(),
@@ -81,7 +79,7 @@ static void shmq_free(struct bx_chan *ch)
 }
 
 static int shmq_open_ep(struct bx_chan *ch, enum bx_role role, void **ep,
-			bool busy, int mode)
+			bool busy)
 {
 	struct shmq_ep *e = calloc(1, sizeof(*e));
 	int rc;
@@ -104,7 +102,6 @@ static int shmq_open_ep(struct bx_chan *ch, enum bx_role role, void **ep,
 
 		co.from = SHMQ_FROM_EARLIEST;
 		co.flags = busy ? SHMQ_CONSUMER_BUSY_POLL : 0;
-		co.mode = mode;
 		rc = shmq_consumer_open(e->cl, ch->name, "bench", &co, &e->c);
 	}
 	if (rc < 0) {
@@ -119,17 +116,12 @@ static int shmq_open_ep(struct bx_chan *ch, enum bx_role role, void **ep,
 
 static int open_busy(struct bx_chan *ch, enum bx_role role, void **ep)
 {
-	return shmq_open_ep(ch, role, ep, true, SHMQ_GROUP_DEFAULT);
+	return shmq_open_ep(ch, role, ep, true);
 }
 
 static int open_futex(struct bx_chan *ch, enum bx_role role, void **ep)
 {
-	return shmq_open_ep(ch, role, ep, false, SHMQ_GROUP_DEFAULT);
-}
-
-static int open_part(struct bx_chan *ch, enum bx_role role, void **ep)
-{
-	return shmq_open_ep(ch, role, ep, false, SHMQ_GROUP_PARTITIONED);
+	return shmq_open_ep(ch, role, ep, false);
 }
 
 static int shmq_send_one(void *ep, const void *msg, size_t len)
@@ -143,7 +135,7 @@ static int shmq_send_one(void *ep, const void *msg, size_t len)
 static int open_batch(struct bx_chan *ch, enum bx_role role, void **ep)
 {
 	struct shmq_ep *e;
-	int rc = shmq_open_ep(ch, role, ep, false, SHMQ_GROUP_DEFAULT);
+	int rc = shmq_open_ep(ch, role, ep, false);
 
 	if (rc < 0 || role != BX_TX)
 		return rc;
@@ -274,20 +266,6 @@ const struct bx_xport bx_shmq_futex = {
 	.chan_make = shmq_make,
 	.chan_free = shmq_free,
 	.open = open_futex,
-	.send = shmq_send_one,
-	.recv = shmq_recv_one,
-	.release = shmq_release_one,
-	.close = shmq_close_ep,
-};
-
-const struct bx_xport bx_shmq_part = {
-	.api = BX_API_VERSION,
-	.name = "shmq-part",
-	.label = "shmq futex wait, partitioned group",
-	.flags = BX_TPUT,
-	.chan_make = shmq_make,
-	.chan_free = shmq_free,
-	.open = open_part,
 	.send = shmq_send_one,
 	.recv = shmq_recv_one,
 	.release = shmq_release_one,

@@ -222,7 +222,7 @@ struct shmq_partition_stat {
 };
 
 struct shmq_group_partition_stat {
-	uint64_t next;	    /* next offset to hand out (past a run: see PARTITIONED) */
+	uint64_t next;	    /* next offset to hand out */
 	uint64_t committed; /* last committed offset (next to process) */
 	uint64_t lag_bytes; /* partition next_offset - group next */
 	int on_disk;	    /* 1: next is no longer in the ring; read from disk */
@@ -532,12 +532,6 @@ enum shmq_from {
  * from the group's position; one taken from a dead member is handed over
  * at the group's committed offset, so what the dead member took but did not
  * commit is delivered again (at least once).
- * An owner takes up to 32 messages of a partition at a time (one step of
- * the group's position) and hands them out one a poll, the rest of such a
- * run before any other partition.  The group's next offset (shmq_topic_stat)
- * may therefore stand ahead of what the owner handed out; commits, a
- * hand-over and close all go by what was handed out and released, and the
- * messages of a run not yet handed out go back to the group.
  */
 enum shmq_group_mode {
 	SHMQ_GROUP_DEFAULT = 0,	    /* the group's mode; SHARED for a new group */

@@ -41,48 +41,6 @@
  * 0), then the next message of a partition.  PARTITIONED groups, untethered
  * groups and at-most-once members take no leases.
  *
- * Runs
- * ----
- * A PARTITIONED owner takes up to RUN_MAX messages (and about an eighth of
- * the ring, at most RUN_BYTES_MAX) of a partition with one cursor CAS
- * (shmq__ring_take_run; from the spill files, disk_take_run: what lies
- * whole in the mapping of a sealed segment) and hands them out one a poll,
- * so that the CAS, the owner check and the look at the tail are paid once
- * a run.  The run lives in the handle (run_v[]); nothing of it is in the
- * shared memory but the cursor, at the run's end, and the member's hold:
- *
- * - The hold (ring, or disk_hold from the spill files) is on the message
- *   handed out, and when the application is done with it (the next poll,
- *   ack, release) moves forward to the next one of the run, never past one
- *   not handed out.  So the ring keeps every message of the run the
- *   application has not finished (the producers' horizon counts holds),
- *   and a commit never passes one (the group's horizon counts holds too):
- *   committing at any moment commits exactly what was handed out and
- *   released, as without runs.
- * - Only the owner moves the cursor of its partition, so until it lets go
- *   the cursor stays at the run's end.  Before it lets a partition go to a
- *   new owner (refresh_assignment), or closes, it gives the rest back:
- *   CAS(cursor, run end, first message not handed out).  The new owner
- *   waits (PENDING) until the old one let go, and starts at the cursor:
- *   nothing skipped, nothing in the hands of two owners.  An owner that
- *   finds its partition gone without a pending hand-over to it (a seek
- *   placed the cursor, a rebalance that took it for dead) just forgets the
- *   run: whoever moved the cursor decided where the group goes on.
- * - An owner that dies holding a run leaves the cursor at its end and its
- *   hold on the message it was on (or the next one of the run).  Its
- *   partitions go back to the committed offset, as ever (group.c), and if
- *   that offset is no longer kept, to its hold, which kept the rest of the
- *   run in the ring: every message it never handed out is delivered.
- * - A run taken in the ring on a spilling topic whose tail passed it at
- *   the CAS is read from disk message by message (RUN_REREAD), with the
- *   disk hold, as a single take in that case is.
- * SHARED groups take one message a CAS: a run there needs a lease that
- * covers a range, so that what a dead, slow or closing member had not
- * handed out goes to the others (docs/decisions.md, "Warm replay"); at
- * most once members too (a member that closes after others took past its
- * run could not give its rest back, and one that dies would lose more than
- * the message it held).
- *
  * Waiting
  * -------
  * A poll that finds nothing spins for SPIN_NS, then sleeps on the topic's
@@ -98,11 +56,6 @@
 
 #include "shmq_int.h"
 #include "spill.h"
-
-/* The most messages a run takes with one cursor CAS, and its bytes. */
-#define RUN_MAX	      32u
-#define RUN_BYTES_MAX (64u << 10)
-enum { RUN_RING, RUN_DISK, RUN_REREAD };
 
 /* How long an empty poll spins before it sleeps. */
 #define SPIN_NS 20000u
@@ -136,21 +89,6 @@ struct shmq_consumer {
 	void (*on_rebalance)(void *arg, const uint32_t *parts, uint32_t n);
 	void *on_rebalance_arg;
 	uint64_t auto_commit_ns; /* 0: off */
-	/*
-	 * PARTITIONED owners: the run taken by the last cursor CAS (see
-	 * "Runs" above).  run_part -1: none.  run_v[run_i..run_n) are its
-	 * messages not yet handed out (RUN_RING: views into the ring,
-	 * RUN_DISK: into a spill segment's mapping); RUN_REREAD keeps only
-	 * run_next, the next position to read from disk.  The cursor stands
-	 * at run_end.  run_held: the application has one of them.
-	 */
-	int run_part;
-	uint8_t run_kind;
-	bool run_held;
-	uint32_t run_i, run_n;
-	uint64_t run_next, run_end;
-	uint64_t run_bytes;
-	struct shmq_frame_view run_v[RUN_MAX];
 	/*
 	 * SHARED groups (lease.c): leases on what this member takes, unless
 	 * it is at most once; the delivery number of what it holds; and
@@ -406,7 +344,6 @@ int shmq_consumer_open(shmq_client_t *client, const char *topic,
 	if (!c)
 		return -ENOMEM;
 	c->held = -1;
-	c->run_part = -1;
 	c->member = UINT32_MAX;
 	if (OPT_HAS(opts, flags))
 		c->flags = opts->flags;
@@ -449,8 +386,6 @@ int shmq_consumer_open(shmq_client_t *client, const char *topic,
 	if (rc)
 		goto fail;
 	c->slot = shmq__member_slot(c->map, c->member);
-	c->run_bytes = c->map->geo.ring_bytes / 8 < RUN_BYTES_MAX ?
-		c->map->geo.ring_bytes / 8 : RUN_BYTES_MAX;
 	c->untethered = c->flags & SHMQ_CONSUMER_UNTETHERED;
 	if (c->untethered) {
 		c->copy = malloc(shmq__max_frame(c->map));
@@ -508,74 +443,9 @@ fail:
 	return rc;
 }
 
-/* Messages of the run not yet handed out? */
-static bool run_left(const struct shmq_consumer *c)
-{
-	if (c->run_kind == RUN_REREAD)
-		return (int64_t)(c->run_next - c->run_end) < 0;
-	return c->run_i < c->run_n;
-}
-
-/* The first of them (a frame boundary), or the run's end. */
-static uint64_t run_first(const struct shmq_consumer *c)
-{
-	if (c->run_kind == RUN_REREAD)
-		return c->run_next;
-	return c->run_i < c->run_n ? c->run_v[c->run_i].pos : c->run_end;
-}
-
-/*
- * Forget the run and let go of the hold that kept it.  With giveback, the
- * messages not yet handed out go back to the group first: the cursor back
- * from the run's end to the first of them, if it still stands at the end
- * (only this owner moves it while it owns the partition, or is the old
- * owner of a hand-over; anyone else who moved it, a seek or a rebalance,
- * has placed it where the group goes on).
- */
-static void run_discard(struct shmq_consumer *c, bool giveback)
-{
-	struct shmq_map *m = c->map;
-	uint32_t p;
-
-	if (c->run_part < 0)
-		return;
-	p = (uint32_t)c->run_part;
-	if (giveback && run_left(c))
-		shmq__ring_take_at(m, p, c->group, c->run_end, run_first(c));
-	c->run_part = -1;
-	c->run_held = false;
-	/* The cursor (given back) before the hold: the hold kept it until now. */
-	if (c->run_kind == RUN_RING) {
-		shmq__ring_release(m, p, c->member);
-		if (c->held == (int)p)
-			c->held = -1;
-	} else {
-		ck_pr_store_64(&c->slot->disk_hold, SHMQ_POS_NONE);
-	}
-}
-
 /* Let go of the hazards on what this member held: ring hold, disk hold. */
 static void drop_holds(struct shmq_consumer *c)
 {
-	/*
-	 * Done with a message of a run: the hold moves on to the next one
-	 * still to hand out, and keeps the rest of the run (ring.c).
-	 */
-	if (c->run_part >= 0) {
-		c->run_held = false;
-		if (run_left(c)) {
-			uint64_t x = run_first(c);
-
-			if (c->run_kind == RUN_RING)
-				shmq__ring_hold_move(c->map, (uint32_t)c->run_part,
-						     c->member, x);
-			else
-				ck_pr_store_64(&c->slot->disk_hold, x);
-			c->held = -1;
-			return;
-		}
-		c->run_part = -1;
-	}
 	if (ck_pr_load_64(&c->slot->disk_hold) != SHMQ_POS_NONE)
 		ck_pr_store_64(&c->slot->disk_hold, SHMQ_POS_NONE);
 	if (c->held >= 0)
@@ -592,9 +462,7 @@ static void drop_holds(struct shmq_consumer *c)
  */
 static int release_held(struct shmq_consumer *c)
 {
-	/* Between the messages of a run, its holds are the run's, not held. */
-	bool holds = c->run_part >= 0 ? c->run_held :
-		     c->held >= 0 ||
+	bool holds = c->held >= 0 ||
 		     ck_pr_load_64(&c->slot->disk_hold) != SHMQ_POS_NONE;
 	int rc = 0;
 
@@ -644,8 +512,6 @@ void shmq_consumer_close(shmq_consumer_t *c)
 	if (!c)
 		return;
 	shmq_consumer_release(c);
-	/* What the run had not handed out goes back to the group. */
-	run_discard(c, true);
 	if (c->auto_commit_ns)
 		shmq_consumer_commit(c);
 	/*
@@ -693,43 +559,6 @@ static int reader_of(struct shmq_consumer *c, uint32_t p,
 /* What a take from the spill files asks of try_all. */
 #define DISK_AGAIN 1	   /* the cursor moved: look at the partition again */
 #define DISK_RETRY_TAKEN 2 /* taken, but not readable yet: read it again */
-#define SHMQ_TAKE_RUN_OUT 3 /* take_run: a message is out (read from disk) */
-
-/*
- * A PARTITIONED owner read the message *v at the group's cursor from the
- * spill files, its disk hold on it: take it with the messages after it that
- * lie whole in the same segment's mapping, as a run, with one cursor CAS
- * (see "Runs" above).  The views all point into the mapping, which stays
- * until the next read on this reader, after the run.  Returns 0 (the run
- * starts, *v first), or DISK_AGAIN.
- */
-static int disk_take_run(struct shmq_consumer *c, uint32_t p,
-			 struct shmq_spill_reader *r, struct shmq_frame_view *v)
-{
-	uint64_t x = v->pos, y = v->pos + v->size;
-	uint32_t k = 1;
-
-	c->run_v[0] = *v;
-	while (k < RUN_MAX && y - x < c->run_bytes &&
-	       shmq__spill_read_mapped(r, y, &c->run_v[k])) {
-		/* A gap says something of its own (disk_take): not in a run. */
-		if (c->run_v[k].gap)
-			break;
-		y += c->run_v[k].size;
-		if (!c->run_v[k].pad)
-			k++;
-	}
-	if (shmq__ring_take_at(c->map, p, c->group, x, y)) {
-		ck_pr_store_64(&c->slot->disk_hold, SHMQ_POS_NONE);
-		return DISK_AGAIN;
-	}
-	c->run_part = (int)p;
-	c->run_kind = RUN_DISK;
-	c->run_i = 1;
-	c->run_n = k;
-	c->run_end = y;
-	return 0;
-}
 
 /*
  * The group's next frame in partition p, at x, is no longer in the ring:
@@ -782,8 +611,6 @@ static int disk_take(struct shmq_consumer *c, uint32_t p, uint64_t x,
 		}
 		if (!taken && c->leases && !v->pad)
 			shmq__lease_prepare(c->slot, p, x, 1);
-		if (!taken && c->partitioned && !v->pad)
-			return disk_take_run(c, p, r, v);
 		if (!taken && shmq__ring_take_at(m, p, c->group, x, x + v->size)) {
 			if (c->leases && !v->pad)
 				shmq__lease_end(m, c->slot);
@@ -850,12 +677,6 @@ static void refresh_assignment(struct shmq_consumer *c)
 
 		if ((owner & SHMQ_OWNER_PENDING) &&
 		    ck_pr_load_32(&cur->prev) == c->member) {
-			/*
-			 * What our run has not handed out goes back before
-			 * the new owner may start: it starts at the cursor.
-			 */
-			if (c->run_part == (int)p)
-				run_discard(c, true);
 			if (!locked && shmq__seg_lock(m) == 0)
 				locked = true;
 			if (locked)
@@ -1108,171 +929,12 @@ static int try_parked(struct shmq_consumer *c, struct shmq_msg *msg)
 	return -EAGAIN;
 }
 
-/*
- * RUN_REREAD: the next message of the run, read from the spill files (the
- * run was taken in the ring, but the ring may already reuse it).  Our disk
- * hold on it keeps the group's commits behind it meanwhile.  Returns 0
- * with *v, -EAGAIN (not on disk yet: the run waits for the next poll),
- * DISK_AGAIN (the run is over), or an error to report.
- */
-static int run_reread(struct shmq_consumer *c, uint32_t p,
-		      struct shmq_frame_view *v, struct shmq_msg *msg)
-{
-	struct shmq_spill_reader *r;
-	uint64_t next;
-	int rc;
-
-	rc = reader_of(c, p, &r);
-	if (rc) {
-		/* No files to read it from: reported, and the run is over. */
-		msg->partition = p;
-		msg->offset = c->run_next;
-		msg->next_offset = c->run_end;
-		c->run_next = c->run_end;
-		return rc == -ENOENT ? SHMQ_EGONE : rc;
-	}
-	while (run_left(c)) {
-		uint64_t x = c->run_next;
-
-		ck_pr_store_32(&c->slot->disk_part, p);
-		ck_pr_store_64(&c->slot->disk_hold, x);
-		rc = shmq__spill_read(r, x, v);
-		if (rc == 0) {
-			c->run_next = x + v->size;
-			if (v->pad || v->gap)
-				continue;
-			return 0;
-		}
-		/* Below the tail it will be there soon: the spiller flushes first. */
-		if (rc == -EAGAIN && ++c->disk_waits < 100000)
-			continue;
-		if (rc == -EAGAIN)
-			return rc;
-		/*
-		 * Damage is reported, and the run goes on after it.  Anything
-		 * else (retention removed it meanwhile, the files are gone)
-		 * ends the run: the rest is no more on disk than this one.
-		 */
-		if (rc != SHMQ_ECORRUPT || shmq__spill_skip(r, x, &next) ||
-		    (int64_t)(next - c->run_end) > 0)
-			next = c->run_end;
-		c->run_next = next;
-		msg->partition = p;
-		msg->offset = x;
-		msg->next_offset = c->run_next;
-		return rc;
-	}
-	return DISK_AGAIN;
-}
-
-/*
- * PARTITIONED: hand out the next message of the run (see "Runs" above),
- * if the partition is still ours with no hand-over pending; else give the
- * rest of the run back.  Returns 0, -EAGAIN (no run, or it is over), or
- * an error for this poll.
- */
-static int run_take(struct shmq_consumer *c, struct shmq_msg *msg)
-{
-	struct shmq_map *m = c->map;
-	uint32_t p = (uint32_t)c->run_part, n = m->geo.partitions;
-	struct shmq_cursor *cur = &shmq__part(m, p)->cursor[c->group];
-
-	for (;;) {
-		struct shmq_frame_view v;
-		uint32_t owner, count = 1;
-		bool from_disk = c->run_kind != RUN_RING;
-		int rc;
-
-		if (c->run_part < 0)
-			return -EAGAIN;
-		owner = ck_pr_load_32(&cur->owner);
-		if (!c->owned[p] || owner != c->member) {
-			/* Ours to give back only as the old owner of a hand-over. */
-			run_discard(c, (owner & SHMQ_OWNER_PENDING) &&
-					       ck_pr_load_32(&cur->prev) == c->member);
-			return -EAGAIN;
-		}
-		if (!run_left(c)) {
-			run_discard(c, false);
-			return -EAGAIN;
-		}
-		if (c->run_kind == RUN_REREAD) {
-			rc = run_reread(c, p, &v, msg);
-			if (rc == DISK_AGAIN) {
-				run_discard(c, false);
-				return -EAGAIN;
-			}
-			if (rc)
-				return rc; /* -EAGAIN: the run waits for the spiller */
-		} else {
-			/* The hold is on it already (drop_holds moved it there). */
-			v = c->run_v[c->run_i++];
-		}
-		c->run_held = true;
-		if (p == c->nack_part && v.pos == c->nack_pos) {
-			count = c->nack_count + 1;
-			c->nack_pos = SHMQ_POS_NONE;
-		}
-		if (hand_over(c, p, &v, count, 0, from_disk, msg))
-			continue; /* dead-lettered */
-		c->rr = p + 1 < n ? p + 1 : 0;
-		return 0;
-	}
-}
-
-/*
- * PARTITIONED: take a run of partition p from the ring (one cursor CAS)
- * and hand out its first message.  Returns as shmq__ring_take, with *v;
- * or SHMQ_TAKE_RUN_OUT: the run was taken but has to be read from disk,
- * and *out is what run_take said for its first message.
- */
-static int take_run(struct shmq_consumer *c, uint32_t p,
-		    struct shmq_frame_view *v, struct shmq_msg *msg, int *out)
-{
-	uint32_t k;
-	uint64_t end;
-	int rc;
-
-	rc = shmq__ring_take_run(c->map, p, c->group, c->member, RUN_MAX,
-				 c->run_bytes, c->run_v, &k, &end);
-	if (rc == SHMQ_TAKE_DISK_TAKEN) {
-		c->run_part = (int)p;
-		c->run_kind = RUN_REREAD;
-		c->run_next = c->run_v[0].pos;
-		c->run_end = end;
-		c->disk_waits = 0;
-		*out = run_take(c, msg);
-		return SHMQ_TAKE_RUN_OUT;
-	}
-	if (rc == SHMQ_TAKE_DISK)
-		v->pos = c->run_v[0].pos;
-	if (rc)
-		return rc;
-	*v = c->run_v[0];
-	c->run_part = (int)p;
-	c->run_kind = RUN_RING;
-	c->run_i = 1;
-	c->run_n = k;
-	c->run_end = end;
-	return 0;
-}
-
 /* One look at every partition, starting after the last one served. */
 static int try_all(struct shmq_consumer *c, struct shmq_msg *msg)
 {
 	struct shmq_map *m = c->map;
 	uint32_t n = m->geo.partitions, i;
 	int rc;
-
-	/*
-	 * The rest of a run first: it is taken already.  A run still there
-	 * after -EAGAIN waits for the spiller: nothing else until then.
-	 */
-	if (c->run_part >= 0) {
-		rc = run_take(c, msg);
-		if (rc != -EAGAIN || c->run_part >= 0)
-			return rc;
-	}
 
 	/* What take_parked looks at first, without the call for most polls. */
 	if (c->leases &&
@@ -1315,18 +977,8 @@ static int try_all(struct shmq_consumer *c, struct shmq_msg *msg)
 		}
 again:
 		from_disk = false;
-		if (c->partitioned) {
-			int out = 0;
-
-			rc = take_run(c, p, &v, msg, &out);
-			if (rc == SHMQ_TAKE_RUN_OUT && (out != -EAGAIN || c->run_part >= 0))
-				return out; /* handed out by run_take, or waits */
-			if (rc == SHMQ_TAKE_RUN_OUT)
-				continue;
-		} else {
-			rc = shmq__ring_take(m, p, c->group, c->member,
-					     c->leases ? c->slot : NULL, &v);
-		}
+		rc = shmq__ring_take(m, p, c->group, c->member,
+				     c->leases ? c->slot : NULL, &v);
 		if (rc == SHMQ_TAKE_DISK || rc == SHMQ_TAKE_DISK_TAKEN) {
 			bool taken = rc == SHMQ_TAKE_DISK_TAKEN;
 			uint64_t x = v.pos;
@@ -1359,15 +1011,7 @@ taken:
 			count = c->nack_count + 1;
 			c->nack_pos = SHMQ_POS_NONE;
 		}
-		if (c->run_part >= 0)
-			c->run_held = true;
 		if (hand_over(c, p, &v, count, 0, from_disk, msg)) {
-			/* Dead-lettered: the run goes on, if there is one. */
-			if (c->run_part >= 0) {
-				rc = run_take(c, msg);
-				if (rc != -EAGAIN || c->run_part >= 0)
-					return rc;
-			}
 			if (++tries < 1024)
 				goto again;
 			continue;
@@ -1466,9 +1110,6 @@ int shmq_consumer_nack(shmq_consumer_t *c)
 		return -ENOTSUP; /* nothing is held, nothing is given back */
 	if (c->nacked)
 		return shmq__fail(-EINVAL, "the held message was given back already");
-	/* Between the messages of a run, its holds are not a held message. */
-	if (c->run_part >= 0 && !c->run_held)
-		return shmq__fail(-EINVAL, "no message held");
 	if (c->held >= 0) {
 		p = (uint32_t)c->held;
 		x = ck_pr_load_64(&shmq__part(m, p)->hold[c->member]);
@@ -1598,9 +1239,6 @@ static int seek_one(struct shmq_consumer *c, uint32_t p, uint64_t offset)
 	uint64_t where = 0;
 	int rc;
 
-	/* The seek places the cursor: the run's rest is not ours to hand out. */
-	if (c->run_part == (int)p)
-		run_discard(c, false);
 	c->broken[p] = 0;
 	c->bad_at[p] = SHMQ_POS_NONE;
 	rc = seek_on_disk(c, p, offset, &where);
@@ -1667,8 +1305,6 @@ int shmq_consumer_seek_time(shmq_consumer_t *c, uint32_t partition,
 	for (p = 0; p < c->map->geo.partitions; p++) {
 		if (partition != SHMQ_ALL_PARTITIONS && p != partition)
 			continue;
-		if (c->run_part == (int)p)
-			run_discard(c, false);
 		c->broken[p] = 0;
 		c->bad_at[p] = SHMQ_POS_NONE;
 		rc = seek_time_one(c, p, timestamp_ns);

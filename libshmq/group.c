@@ -21,19 +21,13 @@
  * the old owner in cursor.prev; the new owner leaves the partition alone
  * while PENDING is set.  The old owner, at its next poll, sees the new
  * generation, has by then released the message it held (a poll releases the
- * previous message first), gives back what it took in a run and had not
- * handed out (the cursor back to the first of those: consumer.c, "Runs"),
- * and clears PENDING under the mutex.  From there the new owner goes on
- * from the group's cursor: nothing lost, nothing twice.
+ * previous message first), and clears PENDING under the mutex.  From there the
+ * new owner goes on from the group's cursor: nothing lost, nothing twice.
  *
  * A partition moving away from a member that died (or left) goes over at
  * once, and its cursor is moved back to the group's committed offset: what
  * the member took but had not committed is delivered again, at least once
- * (not in an untethered group, which delivers at most once: ring.c).  If
- * the committed offset is no longer kept (a topic that does not spill, a
- * member that did not commit for a ring's worth), the cursor goes back to
- * the dead member's hold instead: the message it was on, or the first one
- * of its run it had not handed out, which the hold kept in the ring.
+ * (not in an untethered group, which delivers at most once: ring.c).
  * A PENDING hand-over whose old owner dies before it lets go is completed
  * the same way by the next rebalance.
  *
@@ -92,20 +86,13 @@ static bool is_in(const uint32_t *set, uint32_t n, uint32_t x)
  * Move the group's cursor in p back to its committed offset (a dead owner's
  * uncommitted messages are delivered again).  Best effort: an offset no
  * longer in the ring (nor, when spilling, on disk) leaves the cursor where
- * it is rather than skipping anything; or, if the old owner (`was`, a
- * member slot index or SHMQ_OWNER_NONE) still has a hold in p, goes back
- * to that hold.  The hold is the message it was on, or the first of a run
- * it had not handed out yet (consumer.c, "Runs"): the hold kept it in the
- * ring, so the seek finds it there, and nothing the owner never saw is
- * skipped.
+ * it is rather than skipping anything.
  */
-static void rewind_to_committed(struct shmq_map *m, uint32_t p, uint32_t g,
-				uint32_t was)
+static void rewind_to_committed(struct shmq_map *m, uint32_t p, uint32_t g)
 {
 	struct shmq_cursor *cur = &shmq__part(m, p)->cursor[g];
 	uint64_t committed = ck_pr_load_64(&cur->committed);
 	uint64_t next = ck_pr_load_64(&cur->next) & ~SHMQ_CURSOR_WALKER;
-	uint64_t x;
 
 	/* Untethered groups deliver at most once: what was taken is gone. */
 	if (ck_pr_load_32(&shmq__group(m, g)->untethered))
@@ -115,14 +102,8 @@ static void rewind_to_committed(struct shmq_map *m, uint32_t p, uint32_t g,
 	if (shmq__ring_seek(m, p, g, committed) == 0)
 		return;
 	/* Below the tail: on a spilling topic it is in the spill files. */
-	if (m->geo.spill_mode != SHMQ_SPILL_OFF &&
-	    shmq__ring_seek_disk(m, p, g, committed) == 0)
-		return;
-	if (was >= SHMQ_MAX_MEMBERS)
-		return;
-	x = ck_pr_load_64(&shmq__part(m, p)->hold[was]);
-	if (x != SHMQ_POS_NONE && pos_before(committed, x) && pos_before(x, next))
-		shmq__ring_seek(m, p, g, x);
+	if (m->geo.spill_mode != SHMQ_SPILL_OFF)
+		shmq__ring_seek_disk(m, p, g, committed);
 }
 
 void shmq__group_rebalance(struct shmq_map *m, uint32_t g, uint32_t gone)
@@ -143,7 +124,7 @@ void shmq__group_rebalance(struct shmq_map *m, uint32_t g, uint32_t gone)
 
 		/* A hand-over whose old owner is gone completes now. */
 		if (pending && !is_in(live, n, prev)) {
-			rewind_to_committed(m, p, g, prev);
+			rewind_to_committed(m, p, g);
 			pending = false;
 			ck_pr_store_32(&cur->prev, SHMQ_OWNER_NONE);
 		}
@@ -167,7 +148,7 @@ void shmq__group_rebalance(struct shmq_map *m, uint32_t g, uint32_t gone)
 		}
 		/* From a dead, departed or no member: at once. */
 		if (owner != SHMQ_OWNER_NONE)
-			rewind_to_committed(m, p, g, owner);
+			rewind_to_committed(m, p, g);
 		ck_pr_store_32(&cur->prev, SHMQ_OWNER_NONE);
 		ck_pr_store_32(&cur->owner, want);
 	}

@@ -89,17 +89,6 @@
  * (what is on disk may be reused), so the tail is read after the header
  * and again after the CAS; see shmq__ring_take.
  *
- * Runs (shmq__ring_take_run, for PARTITIONED owners: consumer.c).  The same
- * take, but after the frame at x the member reads on, frame by frame (seal,
- * acquire, decode), over what is committed, up to a count and a byte
- * budget, and takes [x, end) with CAS(cursor.next, x, end).  The CAS proves
- * every frame of the run as it proves x: the horizon stayed at or below x
- * while the cursor was x, so nothing at or above x was reused; spilling,
- * the tail is read once after the last header and once after the CAS, as
- * for one frame.  The hold, published at x before the CAS, keeps the whole
- * run (the horizon is a minimum); the member moves it forward one message
- * at a time as it is done with them (shmq__ring_hold_move).
- *
  * Moving the tail and moving a cursor.  A producer that needs room walks
  * the tail forward over committed frames below the horizon; a member that
  * seeks (or starts a group) moves a cursor to a position that must not be
@@ -1110,113 +1099,6 @@ int shmq__ring_take(struct shmq_map *m, uint32_t part, uint32_t g,
 	}
 }
 
-int shmq__ring_take_run(struct shmq_map *m, uint32_t part, uint32_t g,
-			uint32_t member, uint32_t max_n, uint64_t max_bytes,
-			struct shmq_frame_view *vs, uint32_t *n, uint64_t *end)
-{
-	struct shmq_part_header *ph = shmq__part(m, part);
-	struct shmq_cursor *cur = &ph->cursor[g];
-	uint64_t *hold = &ph->hold[member];
-	const uint8_t *ring = shmq__ring(m, part);
-	uint64_t cap = m->geo.ring_bytes;
-	uint32_t max_frame = shmq__max_frame(m);
-	bool spilling = m->geo.spill_mode != SHMQ_SPILL_OFF;
-
-	for (;;) {
-		uint64_t x = ck_pr_load_64(&cur->next), seal, y;
-		uint32_t k = 0;
-		int rc;
-
-		/* As shmq__ring_take, up to the decode of the frame at x. */
-		if (spilling && pos_before(x, ck_pr_load_64(&ph->tail))) {
-			if (ck_pr_load_64(&cur->next) != x)
-				continue;
-			vs[0].pos = x;
-			return SHMQ_TAKE_DISK;
-		}
-		if (x & (SHMQ_FRAME_ALIGN - 1))
-			return SHMQ_ECORRUPT;
-		seal = ck_pr_load_64(&((const struct shmq_frame *)(ring + (x & m->mask)))->seal);
-		if ((seal & ~SHMQ_SEAL_FLAGS) != x || !(seal & SHMQ_SEAL_COMMITTED))
-			return -EAGAIN;
-		ck_pr_fence_load();
-		prefetch_frame(ring, m->mask, x);
-		ck_pr_store_64(hold, x);
-		rc = decode_sealed(ring, cap, x, seal, max_frame, &vs[0]);
-		if (rc == SHMQ_FRAME_BAD) {
-			ck_pr_store_64(hold, SHMQ_POS_NONE);
-			ck_pr_fence_load();
-			if (ck_pr_load_64(&cur->next) != x ||
-			    (spilling && pos_before(x, ck_pr_load_64(&ph->tail))))
-				continue;
-			return SHMQ_ECORRUPT;
-		}
-		/*
-		 * The frames after x, as far as they are committed and whole,
-		 * up to max_n messages and max_bytes.  Each is read like the
-		 * one at x (seal, acquire, decode); the CAS below proves them
-		 * all, as it proves x: the horizon stayed at or below x, so
-		 * nothing at or above it was reused.  A frame that is pending
-		 * or does not decode ends the run before it: the next take
-		 * starts there and decides what it is.  Padding is stepped
-		 * over (in the run, not in vs[]: the next message's view
-		 * takes its place).
-		 */
-		y = x + vs[0].size;
-		if (!vs[0].pad)
-			k = 1;
-		while (k < max_n && y - x < max_bytes) {
-			struct shmq_frame_view *w = &vs[k];
-
-			if (y & (SHMQ_FRAME_ALIGN - 1))
-				break;
-			seal = ck_pr_load_64(&((const struct shmq_frame *)(ring + (y & m->mask)))->seal);
-			if ((seal & ~SHMQ_SEAL_FLAGS) != y || !(seal & SHMQ_SEAL_COMMITTED))
-				break;
-			ck_pr_fence_load();
-			if (decode_sealed(ring, cap, y, seal, max_frame, w) != SHMQ_FRAME_OK)
-				break;
-			y += w->size;
-			if (!w->pad)
-				k++;
-		}
-		/*
-		 * Spilling: a tail at or below x, read after every header of
-		 * the run, proves them all whole (the tail only grows, and
-		 * nothing at or above it is reused).
-		 */
-		if (spilling && pos_before(x, ck_pr_load_64(&ph->tail))) {
-			ck_pr_store_64(hold, SHMQ_POS_NONE);
-			continue;
-		}
-		/* The whole run with one CAS, which also proves the cursor was x. */
-		if (!ck_pr_cas_64(&cur->next, x, y)) {
-			ck_pr_store_64(hold, SHMQ_POS_NONE);
-			continue;
-		}
-		/* As in shmq__ring_take: the hold at x keeps the whole run. */
-		if (spilling && pos_before(x, ck_pr_load_64(&ph->tail))) {
-			ck_pr_store_64(hold, SHMQ_POS_NONE);
-			vs[0].pos = x;
-			*end = y;
-			return SHMQ_TAKE_DISK_TAKEN;
-		}
-		if (!k) {
-			ck_pr_store_64(hold, SHMQ_POS_NONE);
-			continue; /* padding only */
-		}
-		/*
-		 * Padding at x was overwritten in vs[] by the first message
-		 * after it: the hold may go up to that message.
-		 */
-		if (vs[0].pos != x)
-			ck_pr_store_64(hold, vs[0].pos);
-		*n = k;
-		*end = y;
-		return 0;
-	}
-}
-
 /*
  * A cursor with the walker bit whose tail lock is free: the walker died
  * between its claim and the store that ends it (a live one stores before it
@@ -1338,18 +1220,6 @@ void shmq__ring_release(struct shmq_map *m, uint32_t part, uint32_t member)
 	 * producer, in a narrow race, at most one sleep slice
 	 * (SPACE_WAIT_SLICE_NS; see wait_for_space).
 	 */
-	shmq__event_signal(&hdr->space_seq, &hdr->space_waiters);
-}
-
-void shmq__ring_hold_move(struct shmq_map *m, uint32_t part, uint32_t member,
-			  uint64_t pos)
-{
-	struct shmq_seg_header *hdr = m->hdr;
-
-	/* Our reads below pos are done before that space may be reused. */
-	ck_pr_fence_release();
-	ck_pr_store_64(&shmq__part(m, part)->hold[member], pos);
-	/* As in shmq__ring_release: no fence before the look at the flag. */
 	shmq__event_signal(&hdr->space_seq, &hdr->space_waiters);
 }
 

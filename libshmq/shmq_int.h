@@ -371,29 +371,6 @@ int shmq__ring_take(struct shmq_map *m, uint32_t part, uint32_t g,
 		    struct shmq_frame_view *view);
 
 /*
- * A run: take up to max_n messages (and about max_bytes) of partition part
- * for group g with one cursor CAS, for a PARTITIONED owner (consumer.c,
- * "Runs").  On 0, vs[0..*n) are the messages (n >= 1; padding in between
- * is stepped over), the cursor stands at *end, and the member's hold is at
- * vs[0].pos: it keeps every frame of the run intact while it stays at or
- * below them (move it forward one message at a time, never past one still
- * in use).  Other returns as shmq__ring_take: -EAGAIN, SHMQ_ECORRUPT,
- * SHMQ_TAKE_DISK (vs[0].pos), or SHMQ_TAKE_DISK_TAKEN: [vs[0].pos, *end)
- * was taken, but must be read from the spill files; the hold is dropped.
- */
-int shmq__ring_take_run(struct shmq_map *m, uint32_t part, uint32_t g,
-			uint32_t member, uint32_t max_n, uint64_t max_bytes,
-			struct shmq_frame_view *vs, uint32_t *n, uint64_t *end);
-
-/*
- * Move member's hold in part forward to pos (a frame of a run it took,
- * still to be read), releasing what lies below: like shmq__ring_release
- * for what it read so far.
- */
-void shmq__ring_hold_move(struct shmq_map *m, uint32_t part, uint32_t member,
-			  uint64_t pos);
-
-/*
  * Take what lies at [pos, next) for group g, read from elsewhere (the spill
  * files), or skip over it: CAS the cursor from pos to next.  Returns 0, or
  * -EAGAIN when another member moved the cursor first.

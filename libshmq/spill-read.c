@@ -403,12 +403,6 @@ static inline bool r_next_mapped(struct shmq_spill_reader *r, uint64_t x,
 	return true;
 }
 
-bool shmq__spill_read_mapped(struct shmq_spill_reader *r, uint64_t x,
-			     struct shmq_frame_view *v)
-{
-	return r_next_mapped(r, x, v);
-}
-
 int shmq__spill_read(struct shmq_spill_reader *r, uint64_t x, struct shmq_frame_view *v)
 {
 	uint64_t pos = 0, q, s;

@@ -456,18 +456,6 @@ int shmq__spill_read(struct shmq_spill_reader *r, uint64_t offset,
 		     struct shmq_frame_view *v);
 
 /*
- * The frame at offset, only if it directly follows the frame read last and
- * lies whole, checked (CRC included), in the mapping of a sealed segment:
- * then true, and *v points into the mapping.  Never reads the file, never
- * leaves the segment, never touches the reader's buffer, so the views it
- * and the read before it returned all stay valid until the next other call
- * on the reader (a run of frames, consumer.c).  false: read it with
- * shmq__spill_read(), which decides what it is.
- */
-bool shmq__spill_read_mapped(struct shmq_spill_reader *r, uint64_t offset,
-			     struct shmq_frame_view *v);
-
-/*
  * After SHMQ_ECORRUPT at bad: find the first valid frame after the damage
  * (scanning the file for a frame whose seal, position and CRC all check,
  * or the next segment).  The offsets in between are lost.  Returns 0 and
