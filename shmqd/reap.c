@@ -33,6 +33,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <ck_pr.h>
+
 #include "shmqd.h"
 
 /* Append ", <n> <what>[s]" to buf when n is non-zero. */
@@ -75,11 +77,15 @@ static void reap_log(const struct shmqd_topic *t,
 		shmqd_log("topic %s: %s", t->name, what);
 }
 
-void shmqd_reap_all(struct shmqd *d, bool force)
+bool shmqd_reap_all(struct shmqd *d, bool force)
 {
+	bool moving = false;
+
 	for (size_t i = 0; i < d->ntopics; i++) {
 		struct shmqd_topic *t = d->topics[i];
 		struct shmq_reap_stats stats;
+		uint64_t heads = 0;
+		uint32_t p;
 
 		if (!t->online)
 			continue;
@@ -94,5 +100,12 @@ void shmqd_reap_all(struct shmqd *d, bool force)
 		 */
 		shmq__reap_topic(&t->map, &t->reap, shmq__mono_ns(), &stats);
 		reap_log(t, &stats);
+		for (p = 0; p < t->map.geo.partitions; p++)
+			heads += ck_pr_load_64(&shmq__part(&t->map, p)->head);
+		if (heads != t->heads_seen || stats.dead_producers || stats.dead_members ||
+		    stats.padded_dead || stats.padded_stalled || stats.expired_leases)
+			moving = true;
+		t->heads_seen = heads;
 	}
+	return moving;
 }

@@ -76,6 +76,8 @@ struct shmqd_topic {
 	struct shmq_checkpointer_slot *ckpt_slot;
 	uint64_t ckpt_sum, ckpt_done_sum;
 	bool ckpt_sent, ckpt_done, ckpt_failed;
+	/* reap.c: the sum of the partitions' heads at the last pass. */
+	uint64_t heads_seen;
 };
 
 struct shmqd_client {
@@ -167,8 +169,12 @@ void shmqd_ctl_serve(struct shmqd *d, const struct pollfd *pfd, unsigned n,
 void shmqd_ctl_expire(struct shmqd *d, uint64_t now_ns);
 
 /* reap.c */
-/* force: every slot and every check now (a process just died). */
-void shmqd_reap_all(struct shmqd *d, bool force);
+/*
+ * force: every slot and every check now (a process just died).  Returns
+ * true when the pass found anything moving: a message published since the
+ * last pass (a head moved), or something reaped.
+ */
+bool shmqd_reap_all(struct shmqd *d, bool force);
 
 /* watch.c */
 int shmqd_watch_init(struct shmqd_watch *w);
