@@ -6,7 +6,9 @@
  *   adopts the topics it finds (topics.c), opens the control socket
  *   (control.c), and then loops: poll the socket and a signalfd with a
  *   timeout of the reap interval, serve requests, and run the reaper
- *   (reap.c) whenever the interval has passed.  One thread does it all,
+ *   (reap.c) whenever the interval has passed; while nothing moves, the
+ *   interval grows to 50 ms (next_interval), and a death, a request or a
+ *   message brings it back.  One thread does it all,
  *   but for two that wait for the disk in its stead: the spill syncer
  *   (libshmq/spill.c) fdatasyncs and closes the spill segments the loop
  *   has rolled away from, so that the loop never waits for the disk at a

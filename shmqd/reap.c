@@ -2,7 +2,8 @@
  * reap.c - the daemon's periodic reaper pass.
  *
  * Overview
- *   Every reap interval the event loop calls shmqd_reap_all(), which runs
+ *   Every reap interval (longer while nothing moves: main.c) the event
+ *   loop calls shmqd_reap_all(), which runs
  *   libshmq's shmq__reap_topic() over each online topic: it frees the slots
  *   of dead producers and consumers, pads over claims that died with their
  *   producer, and revokes claims held past the topic's stall timeout.  The
