@@ -307,11 +307,23 @@ static bool spill_partition(struct shmqd *d, struct shmqd_topic *t, uint32_t p,
 			}
 			goto failed;
 		}
+		sp->reopened = true;
 	}
 	/* The syncer's verdict on the segment rolled last, if it is in. */
 	err = shmq__spill_poll(sp->log);
 	if (err)
 		goto failed;
+	/*
+	 * A log reopened after a failure, and found sound: spilling works
+	 * again, even if nothing needs spilling this pass.  (The error was
+	 * cleared only by a pass that wrote, so a topic whose producers had
+	 * stopped kept reporting an error that was no longer there.)  A
+	 * full disk keeps its log open and is cleared by the next write.
+	 */
+	if (sp->last_err && sp->reopened) {
+		sp->reopened = false;
+		set_error(t, p, 0);
+	}
 
 	head = ck_pr_load_64(&ph->head);
 	spilled = ck_pr_load_64(&ph->spilled);
@@ -410,6 +422,7 @@ out:
 	}
 failed:
 	set_error(t, p, err);
+	sp->reopened = false;
 	sp->retry_ns = now_ns + SPILL_RETRY_MS * 1000000ull;
 	if (sp->log && err != -ENOSPC && err != -EDQUOT) {
 		struct shmq_spill_stat fs;
