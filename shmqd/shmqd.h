@@ -47,7 +47,6 @@ struct shmqd_spill_part {
 	struct shmq_spill_log *log; /* NULL until opened, or after a failure */
 	int last_err;		    /* logged once per change */
 	uint64_t retry_ns;	    /* after a failure: not before this */
-	bool reopened;		    /* log opened since the last failure */
 };
 
 /* One topic the daemon knows of, from its topic file. */

@@ -291,6 +291,7 @@ static bool spill_partition(struct shmqd *d, struct shmqd_topic *t, uint32_t p,
 	uint64_t cap = m->geo.ring_bytes, head, spilled, base, target, pos, tail;
 	uint32_t max_frame = shmq__max_frame(m);
 	bool always = m->geo.spill_mode == SHMQ_SPILL_ALWAYS, more = false;
+	bool reopened = false;
 	struct shmq_spill_stat st;
 	int err = 0;
 
@@ -307,7 +308,7 @@ static bool spill_partition(struct shmqd *d, struct shmqd_topic *t, uint32_t p,
 			}
 			goto failed;
 		}
-		sp->reopened = true;
+		reopened = true;
 	}
 	/* The syncer's verdict on the segment rolled last, if it is in. */
 	err = shmq__spill_poll(sp->log);
@@ -320,10 +321,8 @@ static bool spill_partition(struct shmqd *d, struct shmqd_topic *t, uint32_t p,
 	 * stopped kept reporting an error that was no longer there.)  A
 	 * full disk keeps its log open and is cleared by the next write.
 	 */
-	if (sp->last_err && sp->reopened) {
-		sp->reopened = false;
+	if (sp->last_err && reopened)
 		set_error(t, p, 0);
-	}
 
 	head = ck_pr_load_64(&ph->head);
 	spilled = ck_pr_load_64(&ph->spilled);
@@ -422,7 +421,6 @@ out:
 	}
 failed:
 	set_error(t, p, err);
-	sp->reopened = false;
 	sp->retry_ns = now_ns + SPILL_RETRY_MS * 1000000ull;
 	if (sp->log && err != -ENOSPC && err != -EDQUOT) {
 		struct shmq_spill_stat fs;
