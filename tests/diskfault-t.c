@@ -365,18 +365,6 @@ static pid_t ticker(int *stop_fd)
 	return pid;
 }
 
-static shmq_consumer_t *shared_member(shmq_client_t *c)
-{
-	struct shmq_consumer_opts o = SHMQ_CONSUMER_OPTS_INIT;
-	shmq_consumer_t *m;
-
-	o.mode = SHMQ_GROUP_SHARED;
-	o.from = SHMQ_FROM_EARLIEST;
-	if (shmq_consumer_open(c, "work", "w", &o, &m))
-		bail("member: %s", shmq_errdetail());
-	return m;
-}
-
 /*
  * One round of slow: a child member takes a message of "work" and is
  * SIGKILLed holding it.  Returns the milliseconds until b received it
@@ -397,7 +385,7 @@ static double kill_round(shmq_producer_t *p, shmq_consumer_t *b, uint32_t round,
 		if (shmq_send(p, 0, NULL, 0, &v, sizeof(v), 1000, NULL) < 0)
 			bail("send");
 	}
-	a = tu_fork_holder(dir, shared_member, &held);
+	a = tu_fork_holder(dir, "work", "w", &held);
 	/*
 	 * Die at a random moment of shmqd's second: its member's open and
 	 * poll may have waited for a loop that came free just now.
@@ -458,7 +446,7 @@ static void test_slow(void)
 	o.spill = SHMQ_SPILL_OFF;
 	if (shmq_topic_create(cl, "work", &o) || shmq_producer_open(cl, "work", NULL, &p))
 		bail("create work: %s", shmq_errdetail());
-	b = shared_member(cl);
+	b = tu_shared_member(cl, "work", "w");
 	tk = ticker(&stop_fd);
 	/*
 	 * The first pass opens the log (its directories' fsyncs are slow

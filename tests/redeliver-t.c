@@ -26,18 +26,6 @@
 
 static char dir[256];
 
-static shmq_consumer_t *member(shmq_client_t *cl)
-{
-	struct shmq_consumer_opts o = SHMQ_CONSUMER_OPTS_INIT;
-	shmq_consumer_t *c;
-
-	o.mode = SHMQ_GROUP_SHARED;
-	o.from = SHMQ_FROM_EARLIEST;
-	if (shmq_consumer_open(cl, "work", "w", &o, &c))
-		bail("member: %s", shmq_errdetail());
-	return c;
-}
-
 int main(void)
 {
 	struct shmq_topic_opts to = SHMQ_TOPIC_OPTS_INIT;
@@ -59,7 +47,7 @@ int main(void)
 	to.spill = SHMQ_SPILL_OFF;
 	if (shmq_topic_create(cl, "work", &to) || shmq_producer_open(cl, "work", NULL, &p))
 		bail("create: %s", shmq_errdetail());
-	b = member(cl);
+	b = tu_shared_member(cl, "work", "w");
 
 	for (round = 0; round < ROUNDS; round++) {
 		int seen[BATCH], i, rc, held = -1, bad = 0, badcount = 0;
@@ -76,7 +64,7 @@ int main(void)
 		{
 			uint32_t v;
 
-			a = tu_fork_holder(dir, member, &v);
+			a = tu_fork_holder(dir, "work", "w", &v);
 			if (v != UINT32_MAX)
 				held = (int)(v - (uint32_t)(round * BATCH));
 		}

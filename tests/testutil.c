@@ -644,7 +644,20 @@ shmq_client_t *tu_child_client(const char *dir, unsigned alarm_s)
 	return c;
 }
 
-pid_t tu_fork_holder(const char *dir, shmq_consumer_t *(*join)(shmq_client_t *),
+shmq_consumer_t *tu_shared_member(shmq_client_t *c, const char *topic,
+				  const char *group)
+{
+	struct shmq_consumer_opts o = SHMQ_CONSUMER_OPTS_INIT;
+	shmq_consumer_t *m;
+
+	o.mode = SHMQ_GROUP_SHARED;
+	o.from = SHMQ_FROM_EARLIEST;
+	if (shmq_consumer_open(c, topic, group, &o, &m))
+		bail("member of %s/%s: %s", topic, group, shmq_errdetail());
+	return m;
+}
+
+pid_t tu_fork_holder(const char *dir, const char *topic, const char *group,
 		     uint32_t *held)
 {
 	struct shmq_msg m;
@@ -653,7 +666,8 @@ pid_t tu_fork_holder(const char *dir, shmq_consumer_t *(*join)(shmq_client_t *),
 	pid_t pid = tu_fork(fds);
 
 	if (pid == 0) {
-		shmq_consumer_t *c = join(tu_child_client(dir, 30));
+		shmq_consumer_t *c = tu_shared_member(tu_child_client(dir, 30),
+						      topic, group);
 
 		if (shmq_consumer_poll(c, &m, 2000) || m.value_len != sizeof(v))
 			_exit(3);

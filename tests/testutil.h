@@ -135,15 +135,19 @@ pid_t tu_fork(int fds[2]);
  */
 shmq_client_t *tu_child_client(const char *dir, unsigned alarm_s);
 
+/* A member of SHARED group `group` of topic, from the earliest message. */
+shmq_consumer_t *tu_shared_member(shmq_client_t *c, const char *topic,
+				  const char *group);
+
 /*
- * Fork a group member (join(its own client) opens it) that polls one
- * message, whose value must be a uint32_t, holds it without releasing or
- * acknowledging it, tells the parent which, and waits to be killed.
- * Returns its pid; *held is the value it holds, or UINT32_MAX if it said
- * nothing within 3 s.  For tests of what happens to a dead member's
- * message.
+ * Fork a member of SHARED group `group` of topic (tu_shared_member, on a
+ * client of its own) that polls one message, whose value must be a
+ * uint32_t, holds it without releasing or acknowledging it, tells the
+ * parent which, and waits to be killed.  Returns its pid; *held is the
+ * value it holds, or UINT32_MAX if it said nothing within 3 s.  For tests
+ * of what happens to a dead member's message.
  */
-pid_t tu_fork_holder(const char *dir, shmq_consumer_t *(*join)(shmq_client_t *),
+pid_t tu_fork_holder(const char *dir, const char *topic, const char *group,
 		     uint32_t *held);
 
 /* Wait at most timeout_ms for fd to be readable, then read n bytes: true
