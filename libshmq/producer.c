@@ -160,17 +160,25 @@ void shmq_producer_close(shmq_producer_t *p)
  * again for the seal.  The timestamp is taken then too: publication is the
  * seal CAS.  Nothing reads these fields before the seal says committed.
  */
+/* A frame's header but its seal (the ring's CRC is 0: spill.c computes it). */
+static inline void fill_header(struct shmq_frame *f, uint32_t size, uint16_t key_len,
+			       uint16_t flags, uint32_t value_len, uint64_t ts)
+{
+	f->size = size;
+	f->key_len = key_len;
+	f->flags = flags;
+	f->value_len = value_len;
+	f->crc = 0;
+	f->timestamp_ns = ts;
+}
+
 static void write_header(struct shmq_producer *p)
 {
 	struct shmq_frame *f = (struct shmq_frame *)(shmq__ring(p->map, p->claim.part) +
 						     (p->claim.frame_pos & p->map->mask));
 
-	f->size = p->claim.frame_len;
-	f->key_len = p->key_len;
-	f->flags = p->frame_flags;
-	f->value_len = p->value_len;
-	f->crc = 0;
-	f->timestamp_ns = shmq__fastclock_ns(&p->clock);
+	fill_header(f, p->claim.frame_len, p->key_len, p->frame_flags, p->value_len,
+		    shmq__fastclock_ns(&p->clock));
 }
 
 /* Commit the claim and remember how far this handle wrote, for flush. */
@@ -339,12 +347,8 @@ int shmq_send_batch(shmq_producer_t *p, int partition,
 				memcpy(d, x->key, x->key_len);
 			if (x->value_len)
 				shmq__copy(d + x->key_len, x->value, x->value_len);
-			f->size = sizes[k];
-			f->key_len = (uint16_t)x->key_len;
-			f->flags = 0;
-			f->value_len = (uint32_t)x->value_len;
-			f->crc = 0;
-			f->timestamp_ns = ts;
+			fill_header(f, sizes[k], (uint16_t)x->key_len, 0,
+				    (uint32_t)x->value_len, ts);
 			if (offsets)
 				offsets[done + k] = pos;
 			pos += sizes[k];
@@ -353,10 +357,9 @@ int shmq_send_batch(shmq_producer_t *p, int partition,
 		if (__builtin_expect(shmq__batch_hook != NULL, 0))
 			shmq__batch_hook(claims);
 		claims++;
-		rc = shmq__ring_commit(m, p->slot, &p->claim, false);
+		rc = commit(p);
 		if (rc)
 			break;
-		p->written[part] = p->claim.frame_pos + p->claim.frame_len;
 		done += taken;
 	}
 	return done ? (int)done : rc;
